@@ -29,12 +29,17 @@ class LoadOptions:
     """Uneven DICOM slice spacing: "resample" onto the median spacing, or "refuse"."""
     study_id: str | None = None
     """Which study of a multi-study layout (ViMed-PET row name, nnU-Net case id)."""
+    pet_units: Units | None = None
+    """Units of PET values in formats that do not record them (NIfTI): None takes the
+    layout's convention (SUVbw for AutoPET SUV.nii.gz and NIfTI pairs)."""
 
     def __post_init__(self) -> None:
         if self.uneven_slices not in ("resample", "refuse"):
             raise ConfigError(
                 f"uneven_slices must be 'resample' or 'refuse', got {self.uneven_slices!r}"
             )
+        if self.pet_units is not None:
+            object.__setattr__(self, "pet_units", Units(self.pet_units))
         for name in ("weight_kg", "dose_mbq"):
             value = getattr(self, name)
             if value is not None and not value > 0:
