@@ -35,6 +35,10 @@ class Layout:
     study (e.g. both a CT and a PT DICOM series), rather than one series of it? Defaults
     to ``detect``. `load` still gives the precise error for an incomplete study."""
 
+    study_files: Callable[[StudyPath, str | None], list[Path]] | None = None
+    """The files one study is read from (for cache keys). Defaults to every file under
+    the path; collection layouts give just the study's own files."""
+
     def holds_study(self, path: Path) -> bool:
         check = self.is_complete_study or self.detect
         return check(path)

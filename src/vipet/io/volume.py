@@ -142,7 +142,9 @@ class Volume:
     def __post_init__(self) -> None:
         arr = np.asarray(self.array)
         if arr.ndim != 3:
-            raise GeometryError(f"{self.modality} volume must be 3D (D, H, W), got shape {arr.shape}")
+            raise GeometryError(
+                f"{self.modality} volume must be 3D (D, H, W), got shape {arr.shape}"
+            )
         object.__setattr__(self, "array", arr)
         object.__setattr__(self, "units", Units(self.units))
         grid = Grid(arr.shape, self.spacing, self.origin, self.direction)  # validates

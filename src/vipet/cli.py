@@ -1,0 +1,222 @@
+"""The `vipet` command line: a thin face over library functions.
+
+Every user-facing failure is a `ViPetError`; `main` prints it as one line and exits 1.
+``--debug`` (anywhere on the line) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vipet import __version__
+from vipet.errors import ConfigError, ViPetError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="ViPET: PET/CT study I/O, preprocessing, and (in later releases) reports and questions.",
+)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """ViPET command line."""
+
+
+# Options shared by every command that loads a study.
+SeriesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--series",
+        help="DICOM series to use (SeriesInstanceUID or SeriesNumber); repeat for CT and PT.",
+    ),
+]
+WeightOpt = Annotated[
+    float | None, typer.Option("--weight-kg", help="Patient weight, overriding PatientWeight.")
+]
+DoseOpt = Annotated[
+    float | None,
+    typer.Option("--dose-mbq", help="Injected activity (MBq), overriding RadionuclideTotalDose."),
+]
+InjOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--injection-time",
+        help="Injection clock time HH:MM[:SS], overriding RadiopharmaceuticalStartTime.",
+    ),
+]
+StudyOpt = Annotated[
+    str | None,
+    typer.Option("--study", help="Study id inside a collection (ViMed-PET name, nnU-Net case)."),
+]
+LayoutOpt = Annotated[
+    str | None, typer.Option("--layout", help="Force a layout instead of detecting it.")
+]
+PetUnitsOpt = Annotated[
+    str | None, typer.Option("--pet-units", help="PET units for NIfTI: SUVbw, BQML or raw.")
+]
+UnevenOpt = Annotated[
+    str, typer.Option("--uneven-slices", help="Uneven DICOM slice spacing: resample or refuse.")
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Preprocessing config YAML.")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Config override key.sub=value (repeatable).")
+]
+
+
+def _parse_time(text: str | None) -> time | None:
+    if text is None:
+        return None
+    for fmt in ("%H:%M:%S", "%H:%M", "%H%M%S"):
+        try:
+            return datetime.strptime(text, fmt).time()
+        except ValueError:
+            continue
+    raise ConfigError(f"--injection-time {text!r}: expected HH:MM or HH:MM:SS")
+
+
+def _options(series, weight_kg, dose_mbq, injection_time, study, pet_units, uneven):
+    from vipet.io import LoadOptions, Units
+
+    units = None
+    if pet_units is not None:
+        try:
+            units = Units(pet_units)
+        except ValueError:
+            raise ConfigError(f"--pet-units {pet_units!r}: choose from SUVbw, BQML, raw") from None
+    return LoadOptions(
+        series=tuple(series or ()),
+        weight_kg=weight_kg,
+        dose_mbq=dose_mbq,
+        injection_time=_parse_time(injection_time),
+        study_id=study,
+        pet_units=units,
+        uneven_slices=uneven,
+    )
+
+
+def _preprocess_config(config: Path | None, overrides: list[str] | None):
+    from vipet.config import load_config
+    from vipet.preprocess import PreprocessConfig
+
+    return load_config(PreprocessConfig, config, overrides or [])
+
+
+@app.command()
+def inspect(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="A study: DICOM folder, AutoPET folder, nnU-Net file/folder, ViMed-PET root, or a CT and a PET NIfTI file."
+        ),
+    ],
+    png: Annotated[
+        Path | None, typer.Option("--png", help="Write a fused CT/PET + MIP picture here.")
+    ] = None,
+    series: SeriesOpt = None,
+    weight_kg: WeightOpt = None,
+    dose_mbq: DoseOpt = None,
+    injection_time: InjOpt = None,
+    study: StudyOpt = None,
+    layout: LayoutOpt = None,
+    pet_units: PetUnitsOpt = None,
+    uneven_slices: UnevenOpt = "resample",
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Print a study's layout, geometry, units, SUV calibration and body regions."""
+    from vipet.io import load_study
+    from vipet.preprocess.pipeline import region_boxes
+
+    opts = _options(series, weight_kg, dose_mbq, injection_time, study, pet_units, uneven_slices)
+    cfg = _preprocess_config(config, overrides)
+    s = load_study(paths, opts, layout=layout)
+    typer.echo(f"layout: {s.layout}")
+    for line in s.describe():
+        typer.echo(line)
+    if s.suv is not None:
+        for line in s.suv.describe():
+            typer.echo("  " + line)
+    elif s.pet.units.value != "SUVbw":
+        typer.echo(f"  PET is in {s.pet.units.value}: no SUVbw calibration available")
+    for key, value in sorted(s.meta.items()):
+        typer.echo(f"  meta {key}: {value}")
+    boxes, basis = region_boxes(s, cfg)
+    typer.echo(f"regions (placed by {basis}):")
+    for b in boxes:
+        typer.echo(
+            f"  {b.name:15s} z {b.z_top:8.1f} .. {b.z_bottom:8.1f} mm ({b.height_mm:.0f} mm)"
+        )
+    if png is not None:
+        from vipet.viz.study_figure import write_study_figure
+
+        written = write_study_figure(s, png, boxes)
+        typer.echo(f"picture: {written}")
+
+
+@app.command()
+def preprocess(
+    dataset: Annotated[Path, typer.Argument(help="A dataset folder (or one study).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Cache folder to write shards and manifest.json into.")
+    ],
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Parallel worker processes.")
+    ] = 1,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    weight_kg: WeightOpt = None,
+    dose_mbq: DoseOpt = None,
+    injection_time: InjOpt = None,
+    pet_units: PetUnitsOpt = None,
+) -> None:
+    """Preprocess every study of DATASET into region samples cached in OUT."""
+    from vipet.io import find_studies
+    from vipet.preprocess.cache import build_cache
+
+    cfg = _preprocess_config(config, overrides)
+    opts = _options(None, weight_kg, dose_mbq, injection_time, None, pet_units, "resample")
+    refs = find_studies(dataset)
+    typer.echo(f"{len(refs)} studies found in {dataset}")
+    report = build_cache(refs, out, cfg, workers=workers, options=opts)
+    typer.echo(
+        f"built {report.built}, reused {report.reused}, failed {len(report.failed)} -> {out / 'manifest.json'}"
+    )
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def version() -> None:
+    """Print the ViPET version."""
+    typer.echo(__version__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one-line errors, exit codes, ``--debug`` for tracebacks."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]  # accepted anywhere, not only before the command
+    try:
+        # Standalone mode handles usage errors and --help itself and ends in SystemExit.
+        app(args=args, prog_name="vipet")
+    except ViPetError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        return 1
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Figures for people: study pictures, later report summaries and plots."""
