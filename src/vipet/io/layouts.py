@@ -51,12 +51,17 @@ class StudyRef:
     path: StudyPath
     layout: str
     study_id: str | None = None
+    root: Path | None = None  # the dataset folder it was found under, for naming
 
     @property
     def name(self) -> str:
+        """The study id in a collection, else the path relative to the dataset root
+        (AutoPET's "<patient>/<study>" and not just the repeated study-folder name)."""
         if self.study_id is not None:
             return self.study_id
         p = self.path[0] if isinstance(self.path, tuple) else self.path
+        if self.root is not None and p != self.root and p.is_relative_to(self.root):
+            return p.relative_to(self.root).as_posix()
         return p.name
 
     def load(self, options: LoadOptions | None = None) -> Study:
@@ -149,7 +154,7 @@ def find_studies(root: str | Path) -> list[StudyRef]:
     if root_path.is_dir():
         refs = _scan_children(root_path, depth=3)
         if refs:
-            return refs
+            return [StudyRef(r.path, r.layout, r.study_id, root_path) for r in refs]
     layout = detect_layout(root_path)
     return [StudyRef(root_path, layout.name)]
 

@@ -382,6 +382,16 @@ def _nnunet_load(path: StudyPath, options: LoadOptions) -> Study:
 # --------------------------------------------------------------------------- NIfTI pair
 
 
+def _nnunet_files(path: StudyPath, study_id: str | None) -> list[Path]:
+    """The channel (and label) files of one case, for cache keys."""
+    assert isinstance(path, Path)
+    folder = path.parent if path.is_file() else path
+    case = study_id if study_id is not None else _nnunet_pick(folder, LoadOptions())
+    files = [_channel_file(folder, case, ch) for ch in (NNUNET_CT_CHANNEL, NNUNET_PET_CHANNEL)]
+    label = _nnunet_label(folder, case)
+    return files + ([label] if label is not None else [])
+
+
 def _pair_detect(path: StudyPath) -> bool:
     return (
         isinstance(path, tuple)
@@ -422,6 +432,7 @@ NNUNET = register_layout(
         detect=_nnunet_detect,
         load=_nnunet_load,
         list_studies=_nnunet_list,
+        study_files=_nnunet_files,
     )
 )
 NIFTI_PAIR = register_layout(

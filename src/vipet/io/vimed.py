@@ -332,6 +332,17 @@ def _vimed_load(path: StudyPath, options: LoadOptions) -> Study:
     )
 
 
+def _vimed_files(path: StudyPath, study_id: str | None) -> list[Path]:
+    """metadata.csv plus the row's volumes and reports, for cache keys (not the whole
+    release: one study's key must not depend on the other 2,756)."""
+    assert isinstance(path, Path)
+    root = _root(path)
+    _, row = _pick_row(root, _read_metadata(root)[1], study_id)
+    files = [root / METADATA, *_volume_paths(root, row, root / METADATA)]
+    files += [root / row[k] for k in ("report_path", "report_en_path") if row.get(k)]
+    return [f for f in files if f.is_file()]
+
+
 VIMED = register_layout(
     Layout(
         name="vimed",
@@ -339,6 +350,7 @@ VIMED = register_layout(
         detect=_vimed_detect,
         load=_vimed_load,
         list_studies=_vimed_list,
+        study_files=_vimed_files,
     )
 )
 

@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 import numpy as np
+from scipy import ndimage
 
 from vipet.io.study import Study
 from vipet.io.volume import Grid, Units
@@ -35,16 +36,22 @@ def display_grid(study: Study, spacing_mm: float = 3.0, max_voxels: int = 12_000
     return box.grid(shape)  # type: ignore[arg-type]
 
 
-def _focus(pet: np.ndarray, lesion: np.ndarray | None) -> tuple[int, int, int]:
-    """Voxel to centre the slices on: the hottest lesion voxel, else the hottest voxel away
-    from the brain (top 12 %) and bladder (bottom 12 %), where uptake is physiological."""
+def _focus(
+    pet: np.ndarray, lesion: np.ndarray | None, spacing: tuple[float, ...]
+) -> tuple[int, int, int]:
+    """Voxel to centre the slices on: the hottest lesion voxel when lesions are known,
+    else the hottest *focal* uptake — a white top-hat (PET minus its grey opening with a
+    ~40 mm element) keeps foci smaller than that and removes large physiological uptake
+    (brain, liver), which would otherwise win every time. The bladder's rim survives a
+    top-hat, so the lowest fifth of the body (where the bladder sits on a head-to-thigh
+    scan) is left out of the search; the MIP beside still shows it."""
     if lesion is not None and lesion.any():
-        masked = np.where(lesion > 0, pet, -np.inf)
+        score = np.where(lesion > 0, pet, -np.inf)
     else:
-        d = pet.shape[0]
-        masked = np.full_like(pet, -np.inf)
-        masked[int(0.12 * d) : int(0.88 * d)] = pet[int(0.12 * d) : int(0.88 * d)]
-    return tuple(int(i) for i in np.unravel_index(int(np.argmax(masked)), pet.shape))  # type: ignore[return-value]
+        size = tuple(max(3, round(40.0 / s) | 1) for s in spacing)
+        score = ndimage.white_tophat(pet, size=size)
+        score[int(0.8 * pet.shape[0]) :] = -np.inf  # axis 0 runs head -> feet
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(score)), pet.shape))  # type: ignore[return-value]
 
 
 def write_study_figure(study: Study, path: Path, regions: list[RegionBox] | None = None) -> Path:
@@ -58,7 +65,7 @@ def write_study_figure(study: Study, path: Path, regions: list[RegionBox] | None
     is_suv = study.pet.units is Units.SUVBW
     vmax = 10.0 if is_suv else float(np.percentile(suv[suv > 0], 99.5)) if (suv > 0).any() else 1.0
     label = "SUVbw" if is_suv else f"PET ({study.pet.units.value})"
-    fd, fh, _ = _focus(suv, lesion)
+    fd, fh, _ = _focus(suv, lesion, grid.spacing)
     sz, sy, sx = grid.spacing
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 8.5), gridspec_kw={"width_ratios": [1, 1.15, 1]})
@@ -118,3 +125,36 @@ def _mark_region(ax, grid: Grid, box: RegionBox) -> None:
     ax.axhline(top, color=c, lw=0.8, ls="--")
     ax.axhline(bottom, color=c, lw=0.8, ls="--")
     ax.text(0.04 * ax.get_xlim()[1], top + 4, box.name.replace("_", "–"), color=c, fontsize=9)
+
+
+def write_region_figure(samples: list, path: Path) -> Path:  # list[RegionSample]
+    """What the model sees: per region, the mid-coronal CT, PET and ROI/lesion outline."""
+    n = len(samples)
+    fig, axes = plt.subplots(3, n, figsize=(4.2 * n, 10), squeeze=False)
+    for j, s in enumerate(samples):
+        h = s.ct.shape[1] // 2
+        if s.lesion is not None and s.lesion.any():
+            h = int(np.argwhere(s.lesion > 0)[:, 1].mean())
+        aspect = s.grid.spacing[0] / s.grid.spacing[2]
+        axes[0, j].imshow(s.ct[:, h, :], cmap="gray", vmin=0.42, vmax=0.62, aspect=aspect)
+        axes[0, j].set_title(f"{s.region}: CT (row {h})")
+        axes[1, j].imshow(s.pet[:, h, :], cmap="gray_r", vmin=0, vmax=1, aspect=aspect)
+        axes[1, j].set_title(f"PET (max {s.pet_max:.1f} {s.meta.get('pet_units', '')})")
+        axes[2, j].imshow(s.pet.max(axis=1), cmap="gray_r", vmin=0, vmax=1, aspect=aspect)
+        axes[2, j].contour(s.roi.any(axis=1), levels=[0.5], colors="tab:cyan", linewidths=0.8)
+        if s.lesion is not None and s.lesion.any():
+            axes[2, j].contour(
+                (s.lesion > 0).any(axis=1), levels=[0.5], colors="tab:red", linewidths=1
+            )
+        axes[2, j].set_title("PET MIP, ROI (cyan), lesions (red)")
+        for ax in axes[:, j]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(f"{samples[0].study_id}: model-grid region samples {samples[0].ct.shape}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
