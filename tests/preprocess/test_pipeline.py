@@ -87,3 +87,13 @@ def test_config_overrides_and_errors(tmp_path) -> None:
         load_config(PreprocessConfig, overrides=["pet.scaling=gamma"])
     with pytest.raises(ConfigError, match="not found"):
         load_config(PreprocessConfig, tmp_path / "missing.yaml")
+
+
+def test_shipped_configs_load() -> None:
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    # The documented default file must say what the code's defaults are.
+    assert load_config(PreprocessConfig, configs / "preprocess.yaml") == PreprocessConfig()
+    vimed = load_config(PreprocessConfig, configs / "preprocess-vimed.yaml")
+    assert vimed.pet.units == "raw" and vimed.pet.vmax == 32767.0

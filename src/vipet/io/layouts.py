@@ -35,6 +35,10 @@ class Layout:
     study (e.g. both a CT and a PT DICOM series), rather than one series of it? Defaults
     to ``detect``. `load` still gives the precise error for an incomplete study."""
 
+    priority: int = 50
+    """Detection order, lowest first: specific layouts before generic ones, so a ViMed-PET
+    release or an AutoPET folder is never taken for something else, whatever order the
+    reader modules happened to be imported in."""
     study_files: Callable[[StudyPath, str | None], list[Path]] | None = None
     """The files one study is read from (for cache keys). Defaults to every file under
     the path; collection layouts give just the study's own files."""
@@ -78,13 +82,16 @@ def register_layout(layout: Layout) -> Layout:
     if layout.name in LAYOUTS:
         raise ValueError(f"layout {layout.name!r} registered twice")
     LAYOUTS[layout.name] = layout
+    # Keep the registry in detection order (stable for equal priorities).
+    ordered = sorted(LAYOUTS.values(), key=lambda lay: lay.priority)
+    LAYOUTS.clear()
+    LAYOUTS.update((lay.name, lay) for lay in ordered)
     return layout
 
 
 def _ensure_builtin() -> None:
-    # Importing the reader modules registers them; the order of this import line is the
-    # detection priority (collections and specific layouts before generic ones).
-    from vipet.io import vimed, nifti, dicom  # noqa: F401, I001
+    # Importing the reader modules registers them (each with its detection priority).
+    from vipet.io import dicom, nifti, vimed  # noqa: F401
 
 
 def _normalise(path: str | Path | Sequence[str | Path]) -> StudyPath:

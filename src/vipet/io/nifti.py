@@ -420,6 +420,7 @@ def _pair_load(path: StudyPath, options: LoadOptions) -> Study:
 AUTOPET = register_layout(
     Layout(
         name="autopet",
+        priority=20,
         description="AutoPET study folder with CTres.nii.gz + SUV.nii.gz [+ SEG.nii.gz]",
         detect=_autopet_detect,
         load=_autopet_load,
@@ -428,6 +429,7 @@ AUTOPET = register_layout(
 NNUNET = register_layout(
     Layout(
         name="nnunet",
+        priority=30,
         description="nnU-Net folder of <case>_0000 (CT) / <case>_0001 (PET) NIfTI files",
         detect=_nnunet_detect,
         load=_nnunet_load,
@@ -438,6 +440,7 @@ NNUNET = register_layout(
 NIFTI_PAIR = register_layout(
     Layout(
         name="nifti-pair",
+        priority=40,
         description="(CT, PET) pair of NIfTI files",
         detect=_pair_detect,
         load=_pair_load,

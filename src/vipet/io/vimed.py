@@ -346,6 +346,7 @@ def _vimed_files(path: StudyPath, study_id: str | None) -> list[Path]:
 VIMED = register_layout(
     Layout(
         name="vimed",
+        priority=10,
         description="ViMed-PET release: folder with metadata.csv (name, ..., pet_path, ct_path)",
         detect=_vimed_detect,
         load=_vimed_load,
