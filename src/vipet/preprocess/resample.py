@@ -85,7 +85,12 @@ def block_reduce(volume: Volume, factors: tuple[int, int, int], how: str = "mean
         out = out.reshape(n[0], n[1], f[1], n[2] * f[2]).mean(axis=2, dtype=np.float32)
         out = out.reshape(n[0], n[1], n[2], f[2]).mean(axis=3, dtype=np.float32)
     elif how == "max":
-        out = arr.reshape(n[0], f[0], n[1], f[1], n[2], f[2]).max(axis=(1, 3, 5))
+        if not arr.any():  # most regions of most studies hold no lesion: skip the work
+            out = np.zeros(n, dtype=arr.dtype)
+        else:  # one axis at a time: ~4x faster than one 6-D reduction over strided axes
+            out = arr.reshape(n[0], f[0], n[1] * f[1] * n[2] * f[2]).max(axis=1)
+            out = out.reshape(n[0] * n[1], f[1], n[2] * f[2]).max(axis=1)
+            out = out.reshape(n[0], n[1], n[2], f[2]).max(axis=3)
     else:
         raise ValueError(f"unknown block reduction {how!r}; choose from ['max', 'mean']")
     centre = (np.asarray(f, dtype=np.float64) - 1.0) / 2.0
