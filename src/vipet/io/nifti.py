@@ -25,7 +25,6 @@ from __future__ import annotations
 import gzip
 import os
 import re
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import nibabel as nib
 import numpy as np
 
 from vipet.errors import GeometryError, InputError, LayoutError
+from vipet.io.atomic import atomic_output
 from vipet.io.layouts import Layout, StudyPath, register_layout
 from vipet.io.study import LoadOptions, Study
 from vipet.io.volume import Units, Volume
@@ -178,16 +178,9 @@ def write_nifti_volume(volume: Volume, path: str | Path) -> None:
     # Both forms, "scanner" code: readers that prefer qform (some ITK builds) agree.
     img.set_sform(affine, code=1)
     img.set_qform(affine, code=1)
-    p.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if p.name.lower().endswith(".nii.gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=suffix)
-    os.close(fd)
-    try:
+    with atomic_output(p, suffix=suffix) as tmp:
         nib.save(img, tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _pet_units(options: LoadOptions) -> Units:

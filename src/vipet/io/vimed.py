@@ -35,9 +35,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
-import tempfile
 import unicodedata
 import zipfile
 from collections.abc import Callable
@@ -47,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from vipet.errors import GeometryError, InputError, LayoutError
+from vipet.io.atomic import atomic_output
 from vipet.io.layouts import Layout, StudyPath, register_layout
 from vipet.io.study import LoadOptions, Study
 from vipet.io.volume import Units, Volume
@@ -400,16 +399,9 @@ def _pet_to_raw(pet: Volume, meta: dict[str, Any]) -> tuple[np.ndarray, str]:
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write via ``write(binary_file)`` to a temp file beside ``path``, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write via ``write(binary_file)``, atomically (see `vipet.io.atomic`)."""
+    with atomic_output(path) as tmp, tmp.open("wb") as fh:
+        write(fh)
 
 
 def _write_npz(path: Path, data: np.ndarray) -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from tqdm import tqdm
 
 from vipet.config import config_hash, to_dict
 from vipet.errors import InputError, ViPetError
+from vipet.io.atomic import atomic_write_bytes
 from vipet.io.layouts import LAYOUTS, StudyRef
 from vipet.io.study import LoadOptions
 from vipet.io.volume import Grid
@@ -127,18 +126,6 @@ def load_shard(path: Path) -> list[RegionSample]:
             return out
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"not a readable ViPET cache shard ({exc})", path) from exc
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from scipy import ndimage
 
+from vipet.io.atomic import atomic_output
 from vipet.io.study import Study
 from vipet.io.volume import Grid, Units
 from vipet.preprocess.pipeline import resample_pair
@@ -98,13 +99,16 @@ def write_study_figure(study: Study, path: Path, regions: list[RegionBox] | None
         who += f" — SUV factor {study.suv.factor:.3g} ({study.suv.weight_kg:g} kg, "
         who += f"{study.suv.injected_dose_bq / 1e6:.0f} MBq, {study.suv.decay_correction})"
     fig.suptitle(who, fontsize=12)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return _save(fig, path, dpi=90)
+
+
+def _save(fig, path: Path, dpi: int) -> Path:
+    try:
+        with atomic_output(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
 def _fused(ax, ct: np.ndarray, pet: np.ndarray, vmax: float, aspect: float):
@@ -151,10 +155,4 @@ def write_region_figure(samples: list, path: Path) -> Path:  # list[RegionSample
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(f"{samples[0].study_id}: model-grid region samples {samples[0].ct.shape}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return _save(fig, path, dpi=80)

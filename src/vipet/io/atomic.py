@@ -1,0 +1,38 @@
+"""Atomic file writes: a reader sees the old file or the whole new one, never half.
+
+Everything ViPET writes goes through `atomic_output`: the content is written to a
+temporary file in the destination folder (same file system, so the final rename is
+atomic) and renamed into place only when writing succeeded; on any error the temporary
+file is removed and the destination is untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_output(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write to; rename it to ``path`` on success.
+
+    ``suffix`` matters to writers that pick a format from the name (".nii.gz", ".png").
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
