@@ -316,7 +316,7 @@ def _nnunet_pick(folder: Path, options: LoadOptions) -> str:
     if not cases:
         raise LayoutError("no <case>_0000 / <case>_0001 NIfTI files here", folder)
     raise LayoutError(
-        f"folder holds {len(cases)} nnU-Net cases; choose one with a study id: {shown}", folder
+        f"folder holds {len(cases)} nnU-Net cases; choose one with --study NAME: {shown}", folder
     )
 
 

@@ -263,7 +263,7 @@ def _pick_row(root: Path, rows: list[dict[str, str]], study_id: str | None) -> t
         if len(rows) == 1:
             return ids[0], rows[0]
         raise LayoutError(
-            f"release holds {len(rows)} studies; choose one with a study id: {shown or 'none'}",
+            f"release holds {len(rows)} studies; choose one with --study NAME: {shown or 'none'}",
             root / METADATA,
         )
     wanted = nfc(study_id)

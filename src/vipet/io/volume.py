@@ -186,7 +186,7 @@ class Volume:
             hint = (
                 "; raw PET counts carry no SUV calibration — load DICOM with its "
                 "radiopharmaceutical tags (or give --weight-kg/--dose-mbq/--injection-time), "
-                "or use a raw-intensity preprocessing config"
+                "or preprocess raw counts with pet.units=raw (configs/preprocess-vimed.yaml)"
             )
         raise UnitsError(
             f"{purpose} needs a {self.modality} volume in {names}, got {self.units.value}{hint}"
