@@ -46,6 +46,12 @@ DoseOpt = Annotated[
     float | None,
     typer.Option("--dose-mbq", help="Injected activity (MBq), overriding RadionuclideTotalDose."),
 ]
+HalfLifeOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--half-life-s", help="Radionuclide half-life (s), overriding RadionuclideHalfLife."
+    ),
+]
 InjOpt = Annotated[
     str | None,
     typer.Option(
@@ -83,7 +89,17 @@ def _parse_time(text: str | None) -> time | None:
     raise ConfigError(f"--injection-time {text!r}: expected HH:MM or HH:MM:SS")
 
 
-def _options(series, weight_kg, dose_mbq, injection_time, study, pet_units, uneven):
+def _options(
+    *,
+    series: list[str] | None = None,
+    weight_kg: float | None = None,
+    dose_mbq: float | None = None,
+    injection_time: str | None = None,
+    half_life_s: float | None = None,
+    study: str | None = None,
+    pet_units: str | None = None,
+    uneven: str = "resample",
+):
     from vipet.io import LoadOptions, Units
 
     units = None
@@ -97,6 +113,7 @@ def _options(series, weight_kg, dose_mbq, injection_time, study, pet_units, unev
         weight_kg=weight_kg,
         dose_mbq=dose_mbq,
         injection_time=_parse_time(injection_time),
+        half_life_s=half_life_s,
         study_id=study,
         pet_units=units,
         uneven_slices=uneven,
@@ -125,6 +142,7 @@ def inspect(
     weight_kg: WeightOpt = None,
     dose_mbq: DoseOpt = None,
     injection_time: InjOpt = None,
+    half_life_s: HalfLifeOpt = None,
     study: StudyOpt = None,
     layout: LayoutOpt = None,
     pet_units: PetUnitsOpt = None,
@@ -135,7 +153,16 @@ def inspect(
     """Print a study's layout, geometry, units, SUV calibration and body regions."""
     from vipet.io import load_study
 
-    opts = _options(series, weight_kg, dose_mbq, injection_time, study, pet_units, uneven_slices)
+    opts = _options(
+        series=series,
+        weight_kg=weight_kg,
+        dose_mbq=dose_mbq,
+        injection_time=injection_time,
+        half_life_s=half_life_s,
+        study=study,
+        pet_units=pet_units,
+        uneven=uneven_slices,
+    )
     cfg = _preprocess_config(config, overrides)
     s = load_study(paths, opts, layout=layout)
     _print_study(s, cfg, png)
@@ -181,6 +208,7 @@ def preprocess(
     weight_kg: WeightOpt = None,
     dose_mbq: DoseOpt = None,
     injection_time: InjOpt = None,
+    half_life_s: HalfLifeOpt = None,
     pet_units: PetUnitsOpt = None,
 ) -> None:
     """Preprocess every study of DATASET into region samples cached in OUT."""
@@ -188,7 +216,13 @@ def preprocess(
     from vipet.preprocess.cache import build_cache
 
     cfg = _preprocess_config(config, overrides)
-    opts = _options(None, weight_kg, dose_mbq, injection_time, None, pet_units, "resample")
+    opts = _options(
+        weight_kg=weight_kg,
+        dose_mbq=dose_mbq,
+        injection_time=injection_time,
+        half_life_s=half_life_s,
+        pet_units=pet_units,
+    )
     refs = find_studies(dataset)
     typer.echo(f"{len(refs)} studies found in {dataset}")
     report = build_cache(refs, out, cfg, workers=workers, options=opts)

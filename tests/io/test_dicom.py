@@ -395,7 +395,11 @@ def test_cnts_with_philips_factor(tmp_path: Path) -> None:
             MissingTagError,
             ["RadiopharmaceuticalStartTime", "--injection-time"],
         ),
-        ({"drug": {"RadionuclideHalfLife": None}}, MissingTagError, ["RadionuclideHalfLife"]),
+        (
+            {"drug": {"RadionuclideHalfLife": None}},
+            MissingTagError,
+            ["RadionuclideHalfLife", "--half-life-s"],
+        ),
         pytest.param(
             {"SeriesTime": "1x:00"},
             InputError,
@@ -427,6 +431,14 @@ def test_missing_weight_override_works(tmp_path: Path) -> None:
     study = load_dicom_study(tmp_path, LoadOptions(weight_kg=70.0))
     np.testing.assert_allclose(study.pet.array, SUV_60MIN, rtol=1e-5)
     assert study.suv is not None and study.suv.overridden == ("weight_kg",)
+
+
+def test_missing_half_life_override_works(tmp_path: Path) -> None:
+    write_ct(tmp_path / "ct")
+    write_pt(tmp_path / "pt", drug={"RadionuclideHalfLife": None})
+    study = load_dicom_study(tmp_path, LoadOptions(half_life_s=6586.2))
+    np.testing.assert_allclose(study.pet.array, SUV_60MIN, rtol=1e-5)
+    assert study.suv is not None and study.suv.overridden == ("half_life_s",)
 
 
 # --- uneven slices ----------------------------------------------------------------------

@@ -171,12 +171,12 @@ def bqml_calibration(series: DicomSeries, options: LoadOptions) -> SuvCalibratio
     dose = (
         options.dose_mbq * 1e6 if options.dose_mbq else _positive(drug.get("RadionuclideTotalDose"))
     )
-    half_life = _positive(drug.get("RadionuclideHalfLife"))
+    half_life = options.half_life_s or _positive(drug.get("RadionuclideHalfLife"))
     injection = _injection_time(drug, reference, options)
     needed = (
         (weight, "PatientWeight (0010,1030) — give --weight-kg"),
         (dose, "RadionuclideTotalDose (0018,1074) — give --dose-mbq"),
-        (half_life, "RadionuclideHalfLife (0018,1075) — no override; fix the header"),
+        (half_life, "RadionuclideHalfLife (0018,1075) — give --half-life-s (F-18: 6586.2)"),
         (
             injection,
             "RadiopharmaceuticalStartDateTime (0018,1078) / RadiopharmaceuticalStartTime "
@@ -193,6 +193,7 @@ def bqml_calibration(series: DicomSeries, options: LoadOptions) -> SuvCalibratio
         "weight_kg": options.weight_kg,
         "dose_mbq": options.dose_mbq,
         "injection_time": options.injection_time,
+        "half_life_s": options.half_life_s,
     }
     return suv_bw_calibration(
         weight,  # type: ignore[arg-type]

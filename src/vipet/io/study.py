@@ -25,6 +25,8 @@ class LoadOptions:
     """Injected activity overriding RadionuclideTotalDose."""
     injection_time: time | None = None
     """Injection clock time overriding RadiopharmaceuticalStartTime (date taken from the scan)."""
+    half_life_s: float | None = None
+    """Radionuclide half-life in seconds overriding RadionuclideHalfLife (F-18: 6586.2)."""
     uneven_slices: str = "resample"
     """Uneven DICOM slice spacing: "resample" onto the median spacing, or "refuse"."""
     study_id: str | None = None
@@ -40,7 +42,7 @@ class LoadOptions:
             )
         if self.pet_units is not None:
             object.__setattr__(self, "pet_units", Units(self.pet_units))
-        for name in ("weight_kg", "dose_mbq"):
+        for name in ("weight_kg", "dose_mbq", "half_life_s"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{name} must be positive, got {value}")

@@ -41,7 +41,8 @@ class SuvCalibration:
             f"  injected dose: {self.injected_dose_bq / 1e6:.2f} MBq{src('dose_mbq')}",
             f"  injection time: {self.injection_time.isoformat(sep=' ')}{src('injection_time')}",
             f"  reference time: {self.reference_time.isoformat(sep=' ')} ({self.reference_source})",
-            f"  uptake interval: {dt / 60:.1f} min; half-life {self.half_life_s:g} s",
+            f"  uptake interval: {dt / 60:.1f} min; half-life {self.half_life_s:g} s"
+            f"{src('half_life_s')}",
             f"  decay correction: {self.decay_correction} -> dose x {self.decay_factor:.4f}",
             f"  stored units: {self.units}",
         ]
