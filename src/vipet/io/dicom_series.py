@@ -192,7 +192,7 @@ def _slice_targets(
         gap_text = ", ".join(f"{g:.3f}" for g in gaps[:20]) + (" ..." if len(gaps) > 20 else "")
         raise GeometryError(
             f"{where}, median {median:.3f} mm; gaps: {gap_text}); "
-            "load with uneven_slices='resample' to interpolate onto an even grid",
+            "use --uneven-slices resample (uneven_slices='resample') to interpolate onto an even grid",
             series.files[0].parent,
         )
     extent = float(stack.positions[-1] - stack.positions[0])
