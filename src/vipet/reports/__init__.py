@@ -1,0 +1,1 @@
+"""Findings schema, report rendering (VI/EN), questions, and later text→findings extraction."""
