@@ -202,3 +202,61 @@ class Lesion:
             section=fl.section,
             **values,
         )
+
+
+# Canonical names of the 14 lesion types, as reports and questions use them (the
+# Vietnamese words are the ones the clinical protocol maps to each class, DOMAIN.md §4).
+LESION_TYPE_NAMES: dict[str, dict[str, str]] = {
+    "vi": {
+        "lymph_node": "hạch",
+        "nodule": "nốt mờ",
+        "ground_glass": "nốt kính mờ",
+        "mass": "khối mờ",
+        "pleural_thickening": "dày màng phổi",
+        "interstitial_thickening": "dày tổ chức kẽ",
+        "band_opacity": "dải mờ",
+        "consolidation": "đông đặc",
+        "effusion": "tràn dịch",
+        "soft_tissue": "tổ chức mô mềm",
+        "wall_thickening": "dày thành",
+        "calcified_nodule": "nốt vôi hóa",
+        "hypermetabolism": "ổ tăng chuyển hóa FDG",
+        "other": "tổn thương",
+    },
+    "en": {
+        "lymph_node": "lymph node",
+        "nodule": "nodule",
+        "ground_glass": "ground-glass opacity",
+        "mass": "mass",
+        "pleural_thickening": "pleural thickening",
+        "interstitial_thickening": "interstitial thickening",
+        "band_opacity": "band-like opacity",
+        "consolidation": "consolidation",
+        "effusion": "effusion",
+        "soft_tissue": "soft-tissue lesion",
+        "wall_thickening": "wall thickening",
+        "calcified_nodule": "calcified nodule",
+        "hypermetabolism": "hypermetabolic focus",
+        "other": "lesion",
+    },
+}
+
+# Names of the six protocol location classes (used when a lesion has no fine location).
+LOCATION_CLASS_NAMES: dict[str, dict[str, str]] = {
+    "vi": {
+        "mediastinum": "trung thất",
+        "lung": "phổi",
+        "abdomen": "ổ bụng",
+        "neck": "cổ",
+        "axilla": "hố nách",
+        "other": "vị trí khác",
+    },
+    "en": {
+        "mediastinum": "mediastinum",
+        "lung": "lung",
+        "abdomen": "abdomen",
+        "neck": "neck",
+        "axilla": "axilla",
+        "other": "other site",
+    },
+}
