@@ -216,6 +216,7 @@ def write_dicom_series(
     pet: PetAcquisition | None = None,
     frame_of_reference_uid: str | None = None,
     series_time: datetime | None = None,
+    uid_seed: str | None = None,
 ) -> Path:
     """Write ``volume`` as one DICOM series, one file per D slice, into a new ``folder``.
 
@@ -231,8 +232,8 @@ def write_dicom_series(
     )
     series = {
         "study_uid": study_uid,
-        "series_uid": generate_uid(),
-        "frame_uid": frame_of_reference_uid or generate_uid(),
+        "series_uid": _uid(uid_seed, "series", modality, series_number),
+        "frame_uid": frame_of_reference_uid or _uid(uid_seed, "frame", modality),
         "number": series_number,
         "description": series_description,
     }
@@ -247,7 +248,7 @@ def write_dicom_series(
         for k, (stored, slope, intercept) in enumerate(slices):
             position = np.asarray(volume.origin) + direction[:, 0] * volume.spacing[0] * k
             ds = copy.deepcopy(base)
-            ds.SOPInstanceUID = generate_uid()
+            ds.SOPInstanceUID = _uid(uid_seed, "instance", modality, series_number, k)
             ds.InstanceNumber = k + 1
             ds.ImagePositionPatient = [_ds(v) for v in position]
             ds.ImageOrientationPatient = [_ds(v) for v in (*row, *col)]
@@ -261,6 +262,14 @@ def write_dicom_series(
     return folder
 
 
+def _uid(seed: str | None, *parts: object) -> str:
+    """A fresh random UID, or with ``seed`` one derived from it (the same dataset written
+    twice from one seed is then byte-identical)."""
+    if seed is None:
+        return generate_uid()
+    return generate_uid(entropy_srcs=[seed, *(str(p) for p in parts)])
+
+
 def _save(ds: Dataset, path: Path) -> None:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
@@ -270,10 +279,12 @@ def _save(ds: Dataset, path: Path) -> None:
     ds.save_as(path, enforce_file_format=True)
 
 
-def write_dicom_study(study: Study, folder: Path, *, pet_acquisition: PetAcquisition) -> Path:
+def write_dicom_study(
+    study: Study, folder: Path, *, pet_acquisition: PetAcquisition, uid_seed: str | None = None
+) -> Path:
     """Write ``study`` as ``folder/CT`` and ``folder/PT`` DICOM series (one study UID, one
     frame of reference). ``folder`` must not exist or be empty; it appears whole or not
-    at all. Returns ``folder``.
+    at all. ``uid_seed`` makes the UIDs reproducible. Returns ``folder``.
     """
     patient = {
         "id": study.id,
@@ -283,9 +294,14 @@ def write_dicom_study(study: Study, folder: Path, *, pet_acquisition: PetAcquisi
         "weight_kg": study.weight_kg,
         "height_cm": study.height_cm,
     }
-    study_uid, frame_uid = generate_uid(), generate_uid()
+    study_uid, frame_uid = _uid(uid_seed, "study"), _uid(uid_seed, "frame")
     with _atomic_folder(folder) as tmp:
-        common = {"study_uid": study_uid, "patient": patient, "frame_of_reference_uid": frame_uid}
+        common = {
+            "study_uid": study_uid,
+            "patient": patient,
+            "frame_of_reference_uid": frame_uid,
+            "uid_seed": uid_seed,
+        }
         write_dicom_series(
             study.ct,
             tmp / "CT",

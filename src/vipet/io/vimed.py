@@ -421,15 +421,21 @@ def _fmt_number(value: float | None) -> str:
     return "" if value is None else f"{value:g}"
 
 
-def _upsert_metadata(root: Path, row: dict[str, str]) -> None:
+def update_vimed_metadata(root: Path, new_rows: list[dict[str, str]]) -> None:
+    """Add or replace rows of ``root/metadata.csv`` (by name), in one atomic rewrite.
+
+    Kept apart from the file writing so parallel writers can write their volumes and a
+    single process then records all rows at once (no read-modify-write race)."""
+    root = Path(root)
     meta_path = root / METADATA
     columns, rows = _read_metadata(root) if meta_path.is_file() else ([], [])
     columns += [c for c in (*REQUIRED_COLUMNS, *EXTRA_COLUMNS) if c not in columns]
-    names = [r["name"] for r in rows]
-    if row["name"] in names:
-        rows[names.index(row["name"])] = {**rows[names.index(row["name"])], **row}
-    else:
-        rows.append(row)
+    for row in new_rows:
+        names = [r["name"] for r in rows]
+        if row["name"] in names:
+            rows[names.index(row["name"])] = {**rows[names.index(row["name"])], **row}
+        else:
+            rows.append(row)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", restval="")
     writer.writeheader()
@@ -446,6 +452,14 @@ def write_vimed_entry(
     npz files reoriented to the ViMed axis order, the report JSONs, and the metadata row
     with ViPET's geometry columns. Every file is written atomically.
     """
+    update_vimed_metadata(root, [write_vimed_files(root, study, name, year=year, month=month)])
+
+
+def write_vimed_files(
+    root: Path, study: Study, name: str, *, year: int, month: int | None = None
+) -> dict[str, str]:
+    """The files of one entry (volumes, reports), without touching metadata.csv; returns
+    the metadata row for `update_vimed_metadata`."""
     root = Path(root)
     name = nfc(name)
     if not name or "/" in name or "\\" in name or name.startswith("."):
@@ -479,4 +493,4 @@ def write_vimed_entry(
         _write_json(root / row["report_path"], nfc(study.report))
     if study.report_en is not None:
         _write_json(root / row["report_en_path"], nfc(study.report_en))
-    _upsert_metadata(root, row)
+    return row

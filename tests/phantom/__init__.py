@@ -1,0 +1,1 @@
+"""Tests of the ViPET-Phantom generator."""
