@@ -405,7 +405,18 @@ def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
 
 
 def _write_npz(path: Path, data: np.ndarray) -> None:
-    _atomic_write(path, lambda fh: np.savez_compressed(fh, data=data))
+    """An npz with one array ``data`` (what `np.load` reads), deflated at level 1: about
+    5x faster than `np.savez_compressed`'s default level for a few % more bytes, and with
+    a fixed timestamp so the same array gives the same bytes."""
+
+    def write(fh: Any) -> None:
+        info = zipfile.ZipInfo("data.npy", date_time=(1980, 1, 1, 0, 0, 0))
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info._compresslevel = 1  # a ZipInfo carries its own level (the archive's is ignored)
+        with zipfile.ZipFile(fh, "w", compresslevel=1) as zf, zf.open(info, "w", force_zip64=True) as f:
+            np.lib.format.write_array(f, np.ascontiguousarray(data), allow_pickle=False)
+
+    _atomic_write(path, write)
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
