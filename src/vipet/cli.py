@@ -238,55 +238,54 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's outputs.")] = Path(
         "demo_out"
     ),
-    quick: Annotated[bool, typer.Option("--quick", help="A smaller study (seconds).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Two studies instead of six.")] = False,
 ) -> None:
-    """Write an example whole-body PET/CT as DICOM, load it back, inspect and preprocess it."""
+    """Phantom PET/CT studies as DICOM → read back with SUV → inspect → report and
+    questions (ground truth) → preprocess → pictures."""
+    import json
     import shutil
     import time as clock
-    from datetime import timedelta
 
     from vipet.io import find_studies, load_study
-    from vipet.io.dicom_writer import PetAcquisition, write_dicom_study
-    from vipet.io.example import make_example_study
+    from vipet.phantom.dataset import write_dataset
     from vipet.preprocess import PreprocessConfig
     from vipet.preprocess.cache import build_cache, load_shard
+    from vipet.reports.render import report_text
     from vipet.viz.study_figure import write_region_figure
 
     t0 = clock.perf_counter()
-    shape = (
-        ((90, 128, 128), (90, 64, 64), 10.0) if quick else ((225, 384, 384), (225, 144, 144), 4.0)
-    )
-    typer.echo(f"1/4 example study: CT {shape[0]}, PET {shape[1]}, {shape[2]:g} mm slices")
-    example = make_example_study(ct_shape=shape[0], pet_shape=shape[1], slice_mm=shape[2])
-    dicom_dir = out / "example_dicom"
-    if dicom_dir.exists():
-        shutil.rmtree(dicom_dir)  # the demo's own output from an earlier run
-    scan = datetime(2026, 1, 15, 10, 30, 0)
-    acq = PetAcquisition(
-        injected_dose_bq=370e6, injection_time=scan - timedelta(minutes=62), series_time=scan
-    )
-    write_dicom_study(example, dicom_dir, pet_acquisition=acq)
-    typer.echo(
-        f"    written as DICOM (CT + PT series, Units BQML, START decay correction): {dicom_dir}"
-    )
+    n = 2 if quick else 6
+    data = out / "phantom"
+    if data.exists():
+        shutil.rmtree(data)  # the demo's own output from an earlier run
+    typer.echo(f"1/5 vipet phantom --n {n} --layout dicom --out {data}")
+    desc = write_dataset(data, n, seed=0, layout="dicom", workers=2)
+    study_entry = max(desc["studies"], key=lambda e: e["n_lesions"])
+    sid = study_entry["id"]
 
-    typer.echo("2/4 vipet inspect (read back from DICOM, SUV from the radiopharmaceutical tags)")
+    typer.echo(f"2/5 vipet inspect {data / study_entry['path']}  (SUV from the DICOM tags)")
     cfg = PreprocessConfig()
-    _print_study(load_study(dicom_dir), cfg, out / "example_inspect.png")
+    _print_study(load_study(data / study_entry["path"]), cfg, out / "phantom_inspect.png")
 
-    typer.echo(f"3/4 vipet preprocess -> {out / 'cache'} (3 regions x {cfg.grid})")
-    report = build_cache(find_studies(dicom_dir), out / "cache", cfg)
-    entry = next(e for e in _manifest(out / "cache")["studies"])
+    gt = json.loads((data / "ground_truth" / f"{sid}.json").read_text(encoding="utf-8"))
+    typer.echo(
+        f"3/5 ground truth of {sid}: {len(gt['lesions'])} lesions; its reports and questions"
+    )
+    for lang in ("vi", "en"):
+        typer.echo("    " + report_text(gt[f"report_{lang}"]).replace("\n", "\n    "))
+    for q in gt["questions_vi"][:3] + gt["questions_en"][:3]:
+        typer.echo(f"    Q: {q['question']}  A: {q['answer']}  ({q['answer_type']})")
+
+    typer.echo(f"4/5 vipet preprocess {data} --out {out / 'cache'} (3 regions x {cfg.grid})")
+    report = build_cache(find_studies(data), out / "cache", cfg, workers=2)
+    entry = next(e for e in _manifest(out / "cache")["studies"] if e["study"] == sid)
     samples = load_shard(out / "cache" / entry["shard"])
-    typer.echo(
-        f"    built {report.built}, reused {report.reused}; regions {[s.region for s in samples]}"
-    )
+    typer.echo(f"    built {report.built}, reused {report.reused}, failed {len(report.failed)}")
 
-    typer.echo("4/4 pictures")
-    typer.echo(f"    {out / 'example_inspect.png'} (fused coronal/axial, PET MIP, regions)")
-    typer.echo(
-        f"    {write_region_figure(samples, out / 'example_regions.png')} (model-grid samples)"
-    )
+    typer.echo("5/5 pictures")
+    typer.echo(f"    {out / 'phantom_inspect.png'} (fused coronal/axial, PET MIP, regions)")
+    written = write_region_figure(samples, out / "phantom_regions.png")
+    typer.echo(f"    {written} (model-grid samples with ROI and lesion outlines)")
     typer.echo(f"demo done in {clock.perf_counter() - t0:.1f} s")
 
 

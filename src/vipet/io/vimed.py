@@ -413,7 +413,10 @@ def _write_npz(path: Path, data: np.ndarray) -> None:
         info = zipfile.ZipInfo("data.npy", date_time=(1980, 1, 1, 0, 0, 0))
         info.compress_type = zipfile.ZIP_DEFLATED
         info._compresslevel = 1  # a ZipInfo carries its own level (the archive's is ignored)
-        with zipfile.ZipFile(fh, "w", compresslevel=1) as zf, zf.open(info, "w", force_zip64=True) as f:
+        with (
+            zipfile.ZipFile(fh, "w", compresslevel=1) as zf,
+            zf.open(info, "w", force_zip64=True) as f,
+        ):
             np.lib.format.write_array(f, np.ascontiguousarray(data), allow_pickle=False)
 
     _atomic_write(path, write)

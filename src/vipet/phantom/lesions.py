@@ -101,12 +101,14 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
 
 
 def _uptake(rng: np.random.Generator, avid: bool, background: float) -> float:
-    """True lesion SUV: malignant-looking (3–25, skewed low), inflammatory, or not avid."""
+    """True lesion SUV: malignant-looking (3–22, skewed low), inflammatory, or not avid —
+    then like unremarkable soft tissue (0.8–1.6), or the host's level if that is higher
+    (a non-avid bone lesion in active marrow does not stand out either)."""
     if not avid:
-        return float(rng.uniform(0.6, 1.0) * max(background, 0.8))
+        return float(max(rng.uniform(0.8, 1.6), rng.uniform(0.8, 1.0) * background))
     if rng.random() < 0.2:  # inflammatory / borderline
         return float(rng.uniform(2.5, 5.0))
-    return float(np.clip(rng.lognormal(np.log(8.0), 0.55), 3.0, 25.0))
+    return float(np.clip(rng.lognormal(np.log(8.0), 0.55), 3.0, 22.0))
 
 
 def _size(rng: np.random.Generator, lo: float, hi: float, mode: float) -> float:
@@ -257,7 +259,7 @@ def _pleural(
             semi,
             np.eye(3),
             hu=float(rng.uniform(3, 15)),
-            suv=float(rng.uniform(0.4, 0.8)) if not avid else float(rng.uniform(2.5, 4.0)),
+            suv=float(rng.uniform(0.7, 1.1)) if not avid else float(rng.uniform(2.5, 4.0)),  # fluid
             avid_intended=avid,
             restrict_to=lung_ids,
         )
