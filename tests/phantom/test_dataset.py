@@ -13,7 +13,8 @@ import pytest
 
 from vipet.errors import InputError
 from vipet.io import LoadOptions, load_study
-from vipet.phantom.dataset import assign_splits, load_phantom_study, read_dataset, write_dataset
+from vipet.io.vipet_dataset import read_dataset
+from vipet.phantom.dataset import assign_splits, write_dataset
 from vipet.phantom.lesions import LesionConfig
 from vipet.phantom.simulate import PhantomConfig, ScannerConfig, simulate_case
 from vipet.reports.render import report_text
@@ -118,7 +119,8 @@ def test_every_layout_reads_back(layout, tmp_path) -> None:
     write_dataset(out, 2, seed=5, layout=layout, config=SMALL, progress=False)
     desc = read_dataset(out)
     for entry in desc["studies"]:
-        study = load_phantom_study(out, entry["id"])
+        study = load_study(out, LoadOptions(study_id=entry["id"]))
+        assert study.layout.startswith("vipet-dataset/") and study.id == entry["id"]
         case = simulate_case(int(entry["id"].split("_")[1]), 5, SMALL)
         assert study.ct.shape == case.study.ct.shape or layout == "nifti"  # AutoPET reads CTres
         assert len(study.lesions) == len(case.lesions)
@@ -136,8 +138,12 @@ def test_every_layout_reads_back(layout, tmp_path) -> None:
             assert study.pet.units.value == "raw" and study.report is not None
     # The plain readers find it too, and say which layout they found.
     first = desc["studies"][0]
-    plain = load_study(out / first["path"], LoadOptions(study_id=first.get("study_id")))
-    assert plain.layout == {"vimed": "vimed", "nifti": "autopet", "dicom": "dicom"}[layout]
+    inner = {"vimed": "vimed", "nifti": "autopet", "dicom": "dicom"}[layout]
+    # (a ViMed-PET release shares the dataset root, where the dataset layout comes first)
+    plain = load_study(
+        out / first["path"], LoadOptions(study_id=first.get("study_id")), layout=inner
+    )
+    assert plain.layout == inner and plain.lesions is None
 
 
 def test_refuses_non_empty_output(tmp_path) -> None:

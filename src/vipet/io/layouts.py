@@ -91,7 +91,7 @@ def register_layout(layout: Layout) -> Layout:
 
 def _ensure_builtin() -> None:
     # Importing the reader modules registers them (each with its detection priority).
-    from vipet.io import dicom, nifti, vimed  # noqa: F401
+    from vipet.io import dicom, nifti, vimed, vipet_dataset  # noqa: F401
 
 
 def _normalise(path: str | Path | Sequence[str | Path]) -> StudyPath:

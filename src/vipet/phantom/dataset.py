@@ -35,21 +35,17 @@ from vipet.config import to_dict
 from vipet.errors import InputError
 from vipet.io.atomic import atomic_write_bytes
 from vipet.io.dicom_writer import PetAcquisition, write_dicom_study
-from vipet.io.layouts import load_study
-from vipet.io.nifti import read_nifti_volume, write_nifti_volume
-from vipet.io.study import LoadOptions, Study
+from vipet.io.nifti import write_nifti_volume
 from vipet.io.vimed import update_vimed_metadata, write_vimed_files
-from vipet.io.volume import Units
+from vipet.io.vipet_dataset import DATASET_FILE
 from vipet.phantom.simulate import PhantomCase, PhantomConfig, simulate_case
 from vipet.preprocess.resample import resample_like
 from vipet.reports.questions import make_questions
 from vipet.reports.render import render_report
-from vipet.reports.schema import Lesion
 
 LAYOUT_CHOICES = ("vimed", "nifti", "dicom")
 SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
 _MONTHS = {"train": (1, 9), "val": (10, 10), "test": (11, 12)}
-DATASET_FILE = "dataset.json"
 
 
 def assign_splits(n: int, seed: int) -> list[str]:
@@ -234,38 +230,3 @@ def class_balance(lesions: list[dict[str, Any]], rows: list[dict[str, Any]]) -> 
         "region": count("region"),
         "fdg_avid": count("fdg_avid"),
     }
-
-
-def read_dataset(root: Path) -> dict[str, Any]:
-    path = Path(root) / DATASET_FILE
-    if not path.is_file():
-        raise InputError(f"no {DATASET_FILE}: not a ViPET-Phantom dataset", root)
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def load_phantom_study(root: Path, study_id: str, options: LoadOptions | None = None) -> Study:
-    """A phantom study read back through `load_study` (its own layout), with the ground
-    truth attached: lesion list, lesion mask (PET grid) and the reports."""
-    root = Path(root)
-    entry = next((s for s in read_dataset(root)["studies"] if s["id"] == study_id), None)
-    if entry is None:
-        raise InputError(f"no study {study_id!r} in this phantom dataset", root / DATASET_FILE)
-    opts = options or LoadOptions()
-    if entry.get("study_id"):
-        opts = LoadOptions(**{**opts.__dict__, "study_id": entry["study_id"]})
-    study = load_study(root / entry["path"], opts)
-    gt = json.loads((root / "ground_truth" / f"{study_id}.json").read_text(encoding="utf-8"))
-    mask = read_nifti_volume(
-        root / "ground_truth" / f"{study_id}_lesions.nii.gz", "SEG", Units.LABEL
-    )
-    return study.replace(
-        lesions=tuple(gt["lesions"]),
-        lesion_mask=mask,
-        report=study.report or gt["report_vi"],
-        report_en=study.report_en or gt["report_en"],
-    )
-
-
-def ground_truth_lesions(root: Path, study_id: str) -> list[Lesion]:
-    gt = json.loads((Path(root) / "ground_truth" / f"{study_id}.json").read_text(encoding="utf-8"))
-    return [Lesion.from_dict(d) for d in gt["lesions"]]

@@ -41,17 +41,22 @@ def _focus(
     pet: np.ndarray, lesion: np.ndarray | None, spacing: tuple[float, ...]
 ) -> tuple[int, int, int]:
     """Voxel to centre the slices on: the hottest lesion voxel when lesions are known,
-    else the hottest *focal* uptake — a white top-hat (PET minus its grey opening with a
-    ~40 mm element) keeps foci smaller than that and removes large physiological uptake
-    (brain, liver), which would otherwise win every time. The bladder's rim survives a
-    top-hat, so the lowest fifth of the body (where the bladder sits on a head-to-thigh
-    scan) is left out of the search; the MIP beside still shows it."""
+    else the hottest *focal* uptake. Large hot structures — brain, heart, bladder, kidneys
+    (connected uptake above 3 SUV of more than 100 mL) — are set aside with a margin,
+    and a white top-hat (PET minus its grey opening with a ~40 mm element) then keeps
+    foci smaller than the element."""
     if lesion is not None and lesion.any():
         score = np.where(lesion > 0, pet, -np.inf)
     else:
+        voxel_ml = float(np.prod(spacing)) / 1000.0
+        hot, n = ndimage.label(pet > 3.0)
+        sizes = np.bincount(hot.ravel(), minlength=n + 1) * voxel_ml
+        big = (sizes > 100.0)[hot]
+        big[hot == 0] = False
+        big = ndimage.binary_dilation(big, iterations=3)
         size = tuple(max(3, round(40.0 / s) | 1) for s in spacing)
         score = ndimage.white_tophat(pet, size=size)
-        score[int(0.8 * pet.shape[0]) :] = -np.inf  # axis 0 runs head -> feet
+        score[big] = -np.inf
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(score)), pet.shape))  # type: ignore[return-value]
 
 
@@ -113,7 +118,7 @@ def _save(fig, path: Path, dpi: int) -> Path:
 
 def _fused(ax, ct: np.ndarray, pet: np.ndarray, vmax: float, aspect: float):
     ax.imshow(ct, cmap="gray", vmin=-160, vmax=240, aspect=aspect, interpolation="bilinear")
-    shown = np.ma.masked_less(pet, 0.15 * vmax)
+    shown = np.ma.masked_less(pet, 0.25 * vmax)  # liver/spleen (~2) stay grey
     return ax.imshow(
         shown, cmap="hot", vmin=0, vmax=vmax, alpha=0.6, aspect=aspect, interpolation="bilinear"
     )
