@@ -124,3 +124,14 @@ def test_unknown_config_key_is_one_line(tmp_path, capsys) -> None:
     )
     assert code == 1 and "unknown config key 'gird'" in err
     assert not (tmp_path / "c").exists()
+
+
+def test_phantom_command(tmp_path, capsys) -> None:
+    code, out, err = run(
+        capsys, "phantom", "--n", "1", "--out", tmp_path / "ph", "--layout", "nifti"
+    )
+    assert code == 0, err
+    assert "wrote 1 studies (nifti)" in out and "splits:" in out
+    assert (tmp_path / "ph" / "dataset.json").is_file()
+    code, _, err = run(capsys, "phantom", "--n", "1", "--out", tmp_path / "ph")
+    assert code == 1 and "not empty" in err and err.count("\n") == 1

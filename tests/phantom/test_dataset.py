@@ -135,7 +135,9 @@ def test_every_layout_reads_back(layout, tmp_path) -> None:
         if layout == "nifti":
             np.testing.assert_allclose(study.pet.array, case.study.pet.array, rtol=1e-6)
         if layout == "vimed":
-            assert study.pet.units.value == "raw" and study.report is not None
+            # Raw counts in the release, SUV again through the dataset (int16 quantisation).
+            assert study.pet.units.value == "SUVbw" and study.report is not None
+            np.testing.assert_allclose(study.pet.array[::-1], case.study.pet.array, atol=0.01)
     # The plain readers find it too, and say which layout they found.
     first = desc["studies"][0]
     inner = {"vimed": "vimed", "nifti": "autopet", "dicom": "dicom"}[layout]
@@ -160,3 +162,21 @@ def test_dicom_layout_is_reproducible_too(tmp_path) -> None:
         write_dataset(tmp_path / name, 1, seed=9, layout="dicom", config=SMALL, progress=False)
     a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+
+
+def test_dataset_layout_feeds_the_cache(vimed_dataset, tmp_path) -> None:
+    from vipet.io import find_studies
+    from vipet.preprocess import PreprocessConfig
+    from vipet.preprocess.cache import build_cache, load_shard
+
+    refs = find_studies(vimed_dataset)
+    desc = read_dataset(vimed_dataset)
+    assert [r.name for r in refs] == [s["id"] for s in desc["studies"]]
+    assert all(r.layout == "vipet-dataset" for r in refs)
+    cfg = PreprocessConfig(grid=(8, 32, 32))
+    report = build_cache(refs[:1], tmp_path / "cache", cfg, progress=False)
+    assert report.built == 1 and not report.failed
+    samples = load_shard(tmp_path / "cache" / report.entries[0]["shard"])
+    ids = {int(i) for s in samples for i in np.unique(s.lesion) if i}
+    gt = json.loads((vimed_dataset / "ground_truth" / f"{refs[0].name}.json").read_text())
+    assert ids == {les["id"] for les in gt["lesions"]}

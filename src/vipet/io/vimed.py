@@ -58,8 +58,8 @@ REQUIRED_COLUMNS = (
 EXTRA_COLUMNS = ("ct_spacing", "pet_spacing", "ct_origin", "pet_origin", "pet_raw_per_suv")
 
 RAW_MAX = 32767  # int16 ceiling of the release's PET values
-RAW_SUV_MAX = 40.0  # SUV mapped to RAW_MAX by the writer; far above malignant SUVmax 3–25
-PET_RAW_PER_SUV = RAW_MAX / RAW_SUV_MAX  # 819.175 raw units per SUV
+RAW_SUV_MAX = 80.0  # SUV mapped to RAW_MAX by the writer: above tumours (≤ 25) and urine (≤ ~50)
+PET_RAW_PER_SUV = RAW_MAX / RAW_SUV_MAX  # 409.6 raw units per SUV (0.0024 SUV steps)
 CT_HU_RANGE = (-2000, 4095)  # the release's CT value range
 
 DEFAULT_FOV_MM = 500.0

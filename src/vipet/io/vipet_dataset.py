@@ -9,7 +9,8 @@ ROOT/
 ```
 
 The ViPET-Phantom writes it (`vipet phantom`); a converted real dataset with annotations
-could too. Registered as the layout "vipet-dataset" ahead of every other layout, so
+could too. PET written as raw counts with a recorded scale (the ViMed-PET layout's
+``pet_raw_per_suv`` column) is returned in SUVbw. Registered as the layout "vipet-dataset" ahead of every other layout, so
 `load_study(ROOT, LoadOptions(study_id=ID))` returns the study read through its own
 layout *with* its lesion list, lesion mask and reports attached, and `find_studies` and
 the preprocessing cache see the lesion masks.
@@ -77,6 +78,12 @@ def load_dataset_study(path: StudyPath, options: LoadOptions) -> Study:
     inner_opts = LoadOptions(**{**options.__dict__, "study_id": entry.get("study_id")})
     layout = _inner_layout(inner)
     study = layout.load(inner, inner_opts)
+    per_suv = study.meta.get("pet_raw_per_suv")
+    if study.pet.units is Units.RAW and per_suv:
+        # The dataset wrote raw counts with a known scale (ViMed-PET style): undo it, so a
+        # ViPET dataset always yields SUV. Load with layout="vimed" to get the raw counts.
+        pet = study.pet.with_array(study.pet.array / float(per_suv), units=Units.SUVBW)
+        study = study.replace(pet=pet)
     gt = ground_truth(path, entry["id"])
     mask_path = path / GROUND_TRUTH / f"{entry['id']}_lesions.nii.gz"
     mask = read_nifti_volume(mask_path, "SEG", Units.LABEL) if mask_path.is_file() else None

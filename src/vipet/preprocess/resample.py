@@ -120,9 +120,14 @@ def resample_to_grid(
         return Volume.on_grid(out, target, src.modality, src.units)
     src = crop(src, box)
     if antialias:
-        factors = np.floor(footprint(src.grid, target) + 1e-6).astype(int)
-        factors = np.minimum(factors, np.asarray(src.shape))
-        src = block_reduce(src, tuple(factors), "max" if src.units is Units.LABEL else "mean")
+        labels = src.units is Units.LABEL
+        # Images: the whole blocks that fit in a target voxel (a box filter, no blur
+        # beyond it). Labels: blocks at least as large as a target voxel, so every block
+        # is hit by some target sample and no lesion, however small, is skipped.
+        fp = footprint(src.grid, target)
+        factors = (np.ceil(fp - 1e-6) if labels else np.floor(fp + 1e-6)).astype(int)
+        factors = np.clip(factors, 1, np.asarray(src.shape))
+        src = block_reduce(src, tuple(factors), "max" if labels else "mean")
     m = source_index_map(src.grid, target)
     data = src.array
     if order > 0 and data.dtype != np.float32:
