@@ -246,7 +246,7 @@ def demo(
     import shutil
     import time as clock
 
-    from vipet.io import find_studies, load_study
+    from vipet.io import LoadOptions, find_studies, load_study
     from vipet.phantom.dataset import write_dataset
     from vipet.preprocess import PreprocessConfig
     from vipet.preprocess.cache import build_cache, load_shard
@@ -263,9 +263,10 @@ def demo(
     study_entry = max(desc["studies"], key=lambda e: e["n_lesions"])
     sid = study_entry["id"]
 
-    typer.echo(f"2/5 vipet inspect {data / study_entry['path']}  (SUV from the DICOM tags)")
+    typer.echo(f"2/5 vipet inspect {data} --study {sid}  (SUV from the DICOM tags)")
     cfg = PreprocessConfig()
-    _print_study(load_study(data / study_entry["path"]), cfg, out / "phantom_inspect.png")
+    study = load_study(data, LoadOptions(study_id=sid))  # the dataset layout adds ground truth
+    _print_study(study, cfg, out / "phantom_inspect.png")
 
     gt = json.loads((data / "ground_truth" / f"{sid}.json").read_text(encoding="utf-8"))
     typer.echo(
