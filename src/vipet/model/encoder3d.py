@@ -1,0 +1,235 @@
+"""A 3D Vision Transformer for one PET or CT region volume.
+
+```
+x (B, 1, D, H, W) ─ Conv3d patch embed (kernel = stride = patch) ─ (B, N, C)
+  ─ + 3D position embedding ─ depth × pre-norm block ─ LayerNorm ─ (B, N, C)
+```
+
+``N = d·h·w`` with ``(d, h, w) = image_size / patch_size`` (the token ``grid``); tokens
+are in C order over the grid (d slowest, w fastest), so token ``n`` is one patch and
+``tokens.view(B, d, h, w, C)`` puts it back in place (attention maps rely on this).
+ViPET uses two of these, one for CT and one for PET.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vipet.errors import InputError
+from vipet.model.layers import (
+    Block,
+    DictConfig,
+    check_dropout,
+    check_heads,
+    check_positive,
+    init_weights,
+)
+
+log = logging.getLogger(__name__)
+
+POS_EMBEDS: tuple[str, ...] = ("learned", "sincos")
+
+
+@dataclass(frozen=True)
+class EncoderConfig(DictConfig):
+    in_channels: int = 1
+    """Channels of the input volume (1: one modality per encoder)."""
+    image_size: tuple[int, int, int] = (32, 128, 128)
+    """Input volume (D, H, W) in voxels; the preprocessing grid."""
+    patch_size: tuple[int, int, int] = (4, 16, 16)
+    """Patch (d, h, w) in voxels; must divide ``image_size`` on every axis."""
+    width: int = 192
+    """Token width C."""
+    depth: int = 4
+    """Number of transformer blocks."""
+    heads: int = 4
+    """Attention heads; must divide ``width``."""
+    mlp_ratio: float = 4.0
+    """Feed-forward hidden width as a multiple of ``width``."""
+    dropout: float = 0.0
+    """Dropout on attention weights, residual branches and the embedded tokens."""
+    pos_embed: str = "learned"
+    """Position embedding: "learned" (one vector per token) or "sincos" (fixed 3D
+    sine–cosine, no parameters; a third of the channels per axis)."""
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "patch_size"):
+            value = getattr(self, name)
+            if len(value) != 3:
+                raise ValueError(f"{name} must be three sizes (D, H, W), got {value}")
+            check_positive(**{f"{name}[{i}]": v for i, v in enumerate(value)})
+        if any(i % p for i, p in zip(self.image_size, self.patch_size, strict=True)):
+            raise ValueError(
+                f"image_size {tuple(self.image_size)} is not divisible by patch_size "
+                f"{tuple(self.patch_size)} on every axis"
+            )
+        check_positive(in_channels=self.in_channels, depth=self.depth, mlp_ratio=self.mlp_ratio)
+        check_heads(self.width, self.heads)
+        check_dropout(self.dropout)
+        if self.pos_embed not in POS_EMBEDS:
+            raise ValueError(
+                f"unknown pos_embed {self.pos_embed!r}; choose from {list(POS_EMBEDS)}"
+            )
+        if self.pos_embed == "sincos" and self.width < 6:
+            raise ValueError(f"sincos position embedding needs width >= 6, got {self.width}")
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """Tokens per axis (d, h, w)."""
+        d, h, w = (i // p for i, p in zip(self.image_size, self.patch_size, strict=True))
+        return (d, h, w)
+
+    @property
+    def num_tokens(self) -> int:
+        return math.prod(self.grid)
+
+
+def sincos_embedding_3d(grid: tuple[int, int, int], width: int) -> torch.Tensor:
+    """Fixed position embedding ``(N, width)``: each axis gets ``2·(width // 6)``
+    channels of sin/cos of its index at geometric frequencies; leftover channels are 0."""
+    half = width // 6
+    freqs = 1.0 / 10000 ** (torch.arange(half, dtype=torch.float32) / half)
+    coords = torch.meshgrid(*(torch.arange(n, dtype=torch.float32) for n in grid), indexing="ij")
+    parts = []
+    for c in coords:
+        angles = c.reshape(-1, 1) * freqs  # (N, half)
+        parts += [angles.sin(), angles.cos()]
+    emb = torch.cat(parts, dim=1)
+    return nn.functional.pad(emb, (0, width - emb.shape[1]))
+
+
+class ViT3D(nn.Module):
+    """3D ViT: ``(B, in_channels, D, H, W) → (B, N, width)``."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config.width
+        self.patch_embed = nn.Conv3d(
+            config.in_channels, c, kernel_size=config.patch_size, stride=config.patch_size
+        )
+        if config.pos_embed == "learned":
+            self.pos_embed = nn.Parameter(torch.zeros(1, config.num_tokens, c))
+        else:  # fixed: not a parameter, and not saved (recomputed from the config)
+            emb = sincos_embedding_3d(config.grid, c).unsqueeze(0)
+            self.register_buffer("pos_embed", emb, persistent=False)
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            Block(c, config.heads, config.mlp_ratio, config.dropout) for _ in range(config.depth)
+        )
+        self.ln_f = nn.LayerNorm(c)
+        self.apply(init_weights)
+        if isinstance(self.pos_embed, nn.Parameter):
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """Tokens per axis (d, h, w)."""
+        return self.config.grid
+
+    @property
+    def num_tokens(self) -> int:
+        return self.config.num_tokens
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, in_channels, D, H, W) → tokens (B, N, width)."""
+        want = (self.config.in_channels, *self.config.image_size)
+        if x.dim() != 5 or tuple(x.shape[1:]) != want:
+            raise ValueError(
+                f"ViT3D expects (B, {', '.join(map(str, want))}), got {tuple(x.shape)}"
+            )
+        t = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, N, C), C order over the grid
+        t = self.dropout(t + self.pos_embed)
+        for block in self.blocks:
+            t, _ = block(t)
+        return self.ln_f(t)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Stop gradients to every parameter of ``module`` (returned for chaining).
+
+    Train/eval mode is left alone: the owner's ``.train()`` would undo ``.eval()``.
+    """
+    module.requires_grad_(False)
+    return module
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What `load_encoder_weights` did, by state-dict key."""
+
+    missing: tuple[str, ...]  # in the module, not in the file: left as initialised
+    unexpected: tuple[str, ...]  # in the file, not in the module: ignored
+    loaded: tuple[str, ...]  # copied into the module
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a local ``.safetensors`` or ``.pt``/``.pth``/``.bin`` file
+    (a checkpoint dict holding a ``state_dict`` or ``model`` entry is unwrapped)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("encoder weights file not found", p)
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(p), device="cpu")
+        elif suffix in (".pt", ".pth", ".bin"):
+            # weights_only: a weights file must never run code when it is read.
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        else:
+            raise InputError(f"unknown weights format {suffix!r}; use .safetensors, .pt or .pth", p)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"cannot read encoder weights: {exc}".splitlines()[0], p) from exc
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError("not a state dict of tensors", p)
+    return state
+
+
+def load_encoder_weights(
+    module: nn.Module, path: str | Path, prefix: str | None = None
+) -> LoadReport:
+    """Load a local state dict into ``module`` (non-strict) and report the keys.
+
+    ``prefix`` (e.g. ``"encoder."``, ``"module."``): only keys starting with it are
+    used, with the prefix stripped — for a whole-model or DataParallel checkpoint.
+    A tensor whose shape differs from the module's (another image or patch size) is an
+    `InputError`, not a silent skip.
+    """
+    state = read_state_dict(path)
+    if prefix:
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    own = module.state_dict()
+    bad = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if bad:
+        raise InputError(f"encoder weights do not fit the model (file vs model): {bad}", path)
+    result = module.load_state_dict(state, strict=False)
+    report = LoadReport(
+        missing=tuple(result.missing_keys),
+        unexpected=tuple(result.unexpected_keys),
+        loaded=tuple(k for k in state if k in own),
+    )
+    log.info("loaded %d tensors from %s", len(report.loaded), path)
+    if report.missing:
+        log.warning("%d keys missing from %s: %s", len(report.missing), path, list(report.missing))
+    if report.unexpected:
+        log.warning(
+            "%d unexpected keys in %s: %s", len(report.unexpected), path, list(report.unexpected)
+        )
+    return report

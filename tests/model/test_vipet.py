@@ -1,0 +1,173 @@
+"""ViPetModel composed from its parts, with tiny configs (seconds on a CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vipet.model.attention_map import attention_maps
+from vipet.model.config import ViPetConfig
+from vipet.model.vipet import ViPetModel
+
+IMAGE = 5  # <image> id in these tests
+TEXT = {
+    "model_type": "llama",
+    "vocab_size": 300,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "max_position_embeddings": 512,
+    "tie_word_embeddings": False,
+}
+
+
+def tiny_config(**overrides) -> ViPetConfig:
+    kwargs = {
+        "text_config": dict(TEXT),
+        "ct_encoder": {
+            "image_size": [8, 32, 32],
+            "patch_size": [4, 8, 8],
+            "width": 32,
+            "depth": 1,
+            "heads": 2,
+        },
+        "fusion": {"heads": 2},
+        "projector": {"num_latents": 4, "layers": 1, "heads": 2},
+        "diag_head": {"hidden": 16},
+        "image_token_id": IMAGE,
+    }
+    kwargs.update(overrides)
+    return ViPetConfig(**kwargs)
+
+
+def batch(model: ViPetModel, b: int = 2, r: int = 3, text: int = 8):
+    g = torch.Generator().manual_seed(0)
+    n = r * model.visual_tokens_per_region
+    ids = torch.randint(10, 300, (b, n + text), generator=g)
+    ids[:, 1 : 1 + n] = IMAGE
+    ct = torch.rand(b, r, 8, 32, 32, generator=g)
+    pet = torch.rand(b, r, 8, 32, 32, generator=g)
+    return ids, ct, pet
+
+
+@pytest.fixture(scope="module")
+def model() -> ViPetModel:
+    torch.manual_seed(0)
+    return ViPetModel(tiny_config()).eval()
+
+
+def test_shapes(model) -> None:
+    ids, ct, pet = batch(model)
+    out = model(ids, ct=ct, pet=pet, labels=ids)
+    assert out.logits.shape == (2, ids.shape[1], 300)
+    assert out.diag_logits.shape == (2, 3, 29)
+    assert out.visual.tokens.shape == (2, 3 * 4, 32)
+    assert torch.isfinite(out.loss)
+
+
+def test_placeholder_count_mismatch_is_clear(model) -> None:
+    ids, ct, pet = batch(model)
+    ids[:, 1] = 42  # one placeholder short
+    with pytest.raises(ValueError, match="<image> placeholders"):
+        model(ids, ct=ct, pet=pet)
+
+
+def test_save_load_round_trip(model, tmp_path) -> None:
+    ids, ct, pet = batch(model)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    loaded = ViPetModel.from_pretrained(tmp_path).eval()
+    a, b = model(ids, ct=ct, pet=pet), loaded(ids, ct=ct, pet=pet)
+    torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=1e-6)
+    torch.testing.assert_close(a.diag_logits, b.diag_logits, rtol=0, atol=1e-6)
+    assert loaded.config.fusion == model.config.fusion
+
+
+def test_greedy_generation_is_deterministic_and_reuses_features(model) -> None:
+    ids, ct, pet = batch(model, b=1)
+    first = model.generate(ids, ct=ct, pet=pet, max_new_tokens=6)
+    visual = model.encode_images(ct, pet)
+    again = model.generate(ids, visual=visual, max_new_tokens=6)
+    assert first.shape == (1, 6)
+    assert torch.equal(first, again)
+
+
+@pytest.mark.parametrize(
+    "fusion", ["cross_attention", "bidirectional", "concat", "sum", "ct_only", "pet_only"]
+)
+def test_every_fusion_trains(fusion) -> None:
+    torch.manual_seed(0)
+    m = ViPetModel(tiny_config(fusion={"name": fusion, "heads": 2}))
+    ids, ct, pet = batch(m, b=1, r=1)
+    out = m(ids, ct=ct, pet=pet, labels=ids)
+    (out.loss + out.diag_logits.sum()).backward()
+    uses_ct = fusion != "pet_only"
+    uses_pet = fusion != "ct_only"
+    assert (
+        m.ct_encoder.patch_embed.weight.grad is not None
+        and m.ct_encoder.patch_embed.weight.grad.abs().sum() > 0
+    ) == uses_ct
+    assert (
+        m.pet_encoder.patch_embed.weight.grad is not None
+        and m.pet_encoder.patch_embed.weight.grad.abs().sum() > 0
+    ) == uses_pet
+
+
+def _grads(module: torch.nn.Module) -> bool:
+    return any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+
+def test_gradients_reach_trainable_parts_only() -> None:
+    torch.manual_seed(0)
+    lora = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    m = ViPetModel(tiny_config(lora=lora, freeze_encoders=True))
+    ids, ct, pet = batch(m, b=1, r=1)
+    out = m(ids, ct=ct, pet=pet, labels=ids)
+    (out.loss + out.diag_logits.sum()).backward()
+    assert not _grads(m.ct_encoder) and not _grads(m.pet_encoder)  # frozen
+    assert _grads(m.fusion) and _grads(m.multi_modal_projector) and _grads(m.diag_head)
+    lora_params = [p for n, p in m.language_model.named_parameters() if "lora_" in n]
+    base_params = [p for n, p in m.language_model.named_parameters() if "lora_" not in n]
+    assert lora_params and all(p.requires_grad for p in lora_params)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora_params)
+    assert not any(p.requires_grad for p in base_params)
+
+
+def test_lora_trainable_parameter_count() -> None:
+    m = ViPetModel(tiny_config(lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}))
+    total, trainable = m.parameter_counts()["language_model"]
+    # Per layer: q_proj 32->32 and v_proj 32->16 (2 heads, 1 KV head of width 16):
+    # LoRA A (r x in) + B (out x r) = 4*32 + 32*4 + 4*32 + 16*4 = 448; two layers.
+    assert trainable == 2 * 448
+    assert total > trainable
+
+
+def test_attention_map_shape_range(model) -> None:
+    ids, ct, pet = batch(model)
+    out = model(ids, ct=ct, pet=pet, output_attentions=True)
+    query = torch.zeros_like(ids, dtype=torch.bool)
+    query[:, -3:] = True
+    maps = model.attention_maps(out, ids, query)
+    assert maps.shape == (2, 3, 8, 32, 32)
+    assert maps.min() >= 0 and maps.max() <= 1
+    assert torch.allclose(maps.flatten(2).amax(-1), torch.ones(2, 3))
+
+
+def test_attention_map_follows_forced_attention() -> None:
+    # One region, 4 latents over a 2x4x4 token grid of a (8, 32, 32) image (patch 4x8x8).
+    grid, latents, t = (2, 4, 4), 4, 10
+    visual = torch.zeros(1, t, dtype=torch.bool)
+    visual[0, 1:5] = True
+    query = torch.zeros(1, t, dtype=torch.bool)
+    query[0, 8:] = True
+    att = torch.full((1, 2, t, t), 1e-4)
+    att[:, :, 8:, 3] = 1.0  # every head of every answer token looks at visual token 2 (latent 2)
+    resampler = torch.full((1, 1, latents, 32), 1.0 / 32)
+    resampler[0, 0, 2] = 0.0
+    resampler[0, 0, 2, 21] = 1.0  # latent 2 reads encoder token 21 = grid (1, 1, 1)
+    maps = attention_maps([att, att], query, visual, resampler, grid, (8, 32, 32), top_heads=0.5)
+    peak = maps[0, 0]
+    assert peak[4:8, 8:16, 8:16].min() == 1.0  # the voxels of token (1, 1, 1)
+    assert peak.sum() == pytest.approx(4 * 8 * 8)  # nowhere else

@@ -1,0 +1,291 @@
+"""Vision side of ViPET-VLM: encoder, fusion, resampler/projector, findings head."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+
+from vipet.errors import InputError
+from vipet.model.diag_head import (
+    LABELS_PER_REGION,
+    DiagHeadConfig,
+    FindingsHead,
+    diag_loss,
+    diag_targets,
+    label_names,
+    region_label_names,
+)
+from vipet.model.encoder3d import EncoderConfig, ViT3D, freeze, load_encoder_weights
+from vipet.model.fusion import FUSIONS, FusionConfig, build_fusion
+from vipet.model.projector import ProjectorConfig, VisualProjector
+from vipet.reports.schema import REGIONS, Lesion
+
+WIDTH, HEADS, B = 32, 2, 2
+ENC = EncoderConfig(image_size=(8, 32, 32), patch_size=(4, 8, 8), width=WIDTH, depth=1, heads=HEADS)
+GRID = (2, 4, 4)
+N = 32
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def tokens(b: int = B, n: int = N, c: int = WIDTH) -> torch.Tensor:
+    return torch.randn(b, n, c)
+
+
+# --- configs -------------------------------------------------------------------------
+
+CONFIGS = [
+    ENC,
+    FusionConfig(name="bidirectional", width=WIDTH, heads=HEADS, combine="concat"),
+    ProjectorConfig(kind="pool", width=WIDTH, heads=HEADS, out_width=16, mlp_hidden=24),
+    DiagHeadConfig(width=WIDTH, pos_weight=2.0),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: type(c).__name__)
+def test_config_dict_round_trip(cfg: object) -> None:
+    data = cfg.to_dict()
+    assert all(not isinstance(v, tuple) for v in data.values())  # JSON-ready
+    assert type(cfg).from_dict(data) == cfg
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: type(c).__name__)
+def test_config_unknown_key_lists_valid_keys(cfg: object) -> None:
+    with pytest.raises(ValueError, match=r"unknown .*'widht'.*valid keys: .*'width'"):
+        type(cfg).from_dict({"widht": 3})
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: EncoderConfig(image_size=(8, 30, 32), patch_size=(4, 8, 8)), "not divisible"),
+        (lambda: EncoderConfig(width=30, heads=4), "divisible by heads"),
+        (lambda: EncoderConfig(pos_embed="rope"), "choose from"),
+        (lambda: ProjectorConfig(kind="qformer"), "choose from"),
+        (lambda: DiagHeadConfig(dropout=1.5), "dropout"),
+    ],
+)
+def test_config_validation(make, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+# --- encoder -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pos_embed", ["learned", "sincos"])
+def test_encoder_shapes(pos_embed: str) -> None:
+    enc = ViT3D(EncoderConfig.from_dict({**ENC.to_dict(), "pos_embed": pos_embed}))
+    out = enc(torch.rand(B, 1, 8, 32, 32))
+    assert enc.grid == GRID
+    assert out.shape == (B, N, WIDTH)
+    with pytest.raises(ValueError, match=r"expects \(B, 1, 8, 32, 32\)"):
+        enc(torch.rand(B, 1, 8, 32, 16))
+
+
+def test_encoder_weights_round_trip(tmp_path) -> None:
+    enc = ViT3D(ENC).eval()
+    path = tmp_path / "enc.safetensors"
+    save_file({f"encoder.{k}": v for k, v in enc.state_dict().items()}, str(path))
+    fresh = ViT3D(ENC).eval()
+    x = torch.rand(1, 1, 8, 32, 32)
+    assert not torch.equal(fresh(x), enc(x))
+    report = load_encoder_weights(fresh, path, prefix="encoder.")
+    assert report.missing == () and report.unexpected == ()
+    assert set(report.loaded) == set(enc.state_dict())
+    assert torch.equal(fresh(x), enc(x))
+
+
+def test_encoder_weights_report_missing_and_unexpected(tmp_path) -> None:
+    state = ViT3D(ENC).state_dict()
+    del state["ln_f.weight"]
+    state["head.bias"] = torch.zeros(3)
+    path = tmp_path / "enc.pt"
+    torch.save({"state_dict": state}, path)
+    report = load_encoder_weights(ViT3D(ENC), path)
+    assert report.missing == ("ln_f.weight",)
+    assert report.unexpected == ("head.bias",)
+
+
+@pytest.mark.parametrize(("name", "content"), [("gone.pt", None), ("bad.safetensors", b"junk")])
+def test_encoder_weights_bad_file(tmp_path, name: str, content: bytes | None) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InputError, match=name):
+        load_encoder_weights(ViT3D(ENC), path)
+
+
+def test_freeze_stops_gradients() -> None:
+    enc = freeze(ViT3D(ENC))
+    x = torch.rand(1, 1, 8, 32, 32, requires_grad=True)
+    enc(x).sum().backward()
+    assert x.grad is not None  # gradients still pass through, nothing is updated
+    assert all(not p.requires_grad and p.grad is None for p in enc.parameters())
+
+
+# --- fusion --------------------------------------------------------------------------
+
+USES = {  # fusion name → (uses PET, uses CT)
+    "cross_attention": (True, True),
+    "bidirectional": (True, True),
+    "concat": (True, True),
+    "sum": (True, True),
+    "ct_only": (False, True),
+    "pet_only": (True, False),
+}
+
+
+def test_uses_covers_the_registry() -> None:
+    assert set(USES) == set(FUSIONS)
+
+
+def fusion(name: str, **kw: object) -> nn.Module:
+    return build_fusion(FusionConfig(name=name, width=WIDTH, heads=HEADS, **kw))
+
+
+@pytest.mark.parametrize(
+    ("name", "combine"), [(n, "sum") for n in USES] + [("bidirectional", "concat")]
+)
+def test_fusion_forward_backward(name: str, combine: str) -> None:
+    pet_producer, ct_producer = nn.Linear(WIDTH, WIDTH), nn.Linear(WIDTH, WIDTH)
+    x = tokens()
+    out = fusion(name, combine=combine)(pet_producer(x), ct_producer(x))
+    assert out.shape == (B, N, WIDTH)
+    out.square().mean().backward()
+    uses_pet, uses_ct = USES[name]
+    for producer, used in ((pet_producer, uses_pet), (ct_producer, uses_ct)):
+        grad = producer.weight.grad
+        assert (grad is not None and grad.abs().sum() > 0) == used
+
+
+@pytest.mark.parametrize(("name", "ignored"), [("ct_only", "pet"), ("pet_only", "ct")])
+def test_single_modality_ignores_the_other(name: str, ignored: str) -> None:
+    f, pet, ct = fusion(name), tokens(), tokens()
+    changed = {"pet": pet + 1.0, "ct": ct} if ignored == "pet" else {"pet": pet, "ct": ct + 1.0}
+    assert torch.equal(f(pet, ct), f(**changed))
+
+
+def test_unknown_fusion_lists_choices() -> None:
+    with pytest.raises(ValueError, match=re.escape(f"choose from {sorted(FUSIONS)}")):
+        build_fusion(FusionConfig(name="late", width=WIDTH, heads=HEADS))
+
+
+@pytest.mark.parametrize("name", list(USES))
+def test_fusion_attention(name: str) -> None:
+    f = fusion(name, layers=2).eval()
+    pet, ct = tokens(), tokens()
+    fused, attn = f(pet, ct, return_attention=True)
+    # The explicit-softmax path computes the same tokens as the SDPA path.
+    torch.testing.assert_close(fused, f(pet, ct), rtol=1e-5, atol=1e-5)
+    if name in ("cross_attention", "bidirectional"):
+        assert attn.shape == (B, HEADS, N, N)
+        torch.testing.assert_close(attn.sum(-1), torch.ones(B, HEADS, N))
+    else:
+        assert attn is None
+
+
+# --- projector -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kind", "latents"), [("perceiver", 6), ("pool", 2 * 2 * 2)])
+def test_projector_tokens_and_attention(kind: str, latents: int) -> None:
+    cfg = ProjectorConfig(
+        kind=kind, width=WIDTH, heads=HEADS, num_latents=6, pool_grid=(2, 2, 2), out_width=16
+    )
+    proj = VisualProjector(cfg).eval()
+    x = tokens()
+    assert proj.num_tokens(GRID) == latents
+    out, attn = proj(x, GRID, return_attention=True)
+    assert out.shape == (B, latents, 16)
+    assert attn.shape == (B, latents, N)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(B, latents))
+    torch.testing.assert_close(out, proj(x, GRID), rtol=1e-5, atol=1e-5)
+    out.sum().backward()  # the resampler trains
+
+
+def test_pool_matches_adaptive_avg_pool() -> None:
+    grid, pool = (3, 5, 4), (2, 3, 2)
+    proj = VisualProjector(ProjectorConfig(kind="pool", width=WIDTH, heads=HEADS, pool_grid=pool))
+    x = tokens(n=math.prod(grid))
+    _, attn = proj(x, grid, return_attention=True)
+    pooled = torch.einsum("bln,bnc->blc", attn, x)
+    vol = x.transpose(1, 2).reshape(B, WIDTH, *grid)
+    want = F.adaptive_avg_pool3d(vol, pool).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(pooled, want)
+
+
+def test_projector_rejects_wrong_grid() -> None:
+    proj = VisualProjector(ProjectorConfig(width=WIDTH, heads=HEADS))
+    with pytest.raises(ValueError, match="grid"):
+        proj(tokens(), (2, 4, 5))
+
+
+# --- findings head -------------------------------------------------------------------
+
+NODE = Lesion.at(
+    1, "lymph_node", "paratracheal", "right", size_mm=14.0, short_mm=9.0, suvmax=7.1, fdg_avid=True
+)
+NODULE = Lesion.at(
+    2, "nodule", "liver", "none", size_mm=8.0, short_mm=None, suvmax=1.9, fdg_avid=False
+)
+
+
+def on_labels(vector: torch.Tensor, names: list[str]) -> set[str]:
+    return {names[i] for i in torch.nonzero(vector).flatten().tolist()}
+
+
+def test_label_names() -> None:
+    names = label_names()
+    assert len(names) == len(set(names)) == len(REGIONS) * LABELS_PER_REGION == 87
+    assert names[:2] == ["head_neck/lymph_node/avid", "head_neck/lymph_node/not_avid"]
+    assert names[LABELS_PER_REGION - 1] == "head_neck/normal"
+    assert names[LABELS_PER_REGION : 2 * LABELS_PER_REGION] == region_label_names("chest")
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_diag_targets(as_dict: bool) -> None:
+    lesions = [le.to_dict() for le in (NODE, NODULE)] if as_dict else [NODE, NODULE]
+    full = diag_targets(lesions)
+    assert on_labels(full, label_names()) == {
+        "head_neck/normal",
+        "chest/lymph_node/avid",
+        "abdomen_pelvis/nodule/not_avid",
+    }
+    for region, want in [
+        ("head_neck", {"head_neck/normal"}),
+        ("chest", {"chest/lymph_node/avid"}),
+        ("abdomen_pelvis", {"abdomen_pelvis/nodule/not_avid"}),
+    ]:
+        assert on_labels(diag_targets(lesions, region), region_label_names(region)) == want
+    with pytest.raises(ValueError, match="unknown region"):
+        diag_targets(lesions, "pelvis")
+
+
+@pytest.mark.parametrize("kind", ["bce", "focal"])
+def test_diag_loss_decreases(kind: str) -> None:
+    head = FindingsHead(DiagHeadConfig(width=WIDTH, hidden=16, dropout=0.0, pos_weight=2.0))
+    x = tokens()
+    targets = torch.stack([diag_targets([NODE], "chest"), diag_targets([], "chest")])
+    opt = torch.optim.SGD(head.parameters(), lr=0.5)
+    logits = head(x)
+    assert logits.shape == (B, LABELS_PER_REGION)
+    loss = head.loss(logits, targets, kind=kind)
+    assert torch.isfinite(loss)
+    loss.backward()
+    opt.step()
+    assert head.loss(head(x), targets, kind=kind) < loss
+
+
+def test_diag_loss_unknown_kind() -> None:
+    with pytest.raises(ValueError, match=r"choose from \['bce', 'focal'\]"):
+        diag_loss(torch.zeros(1, 3), torch.zeros(1, 3), kind="hinge")
