@@ -171,3 +171,114 @@ def test_attention_map_follows_forced_attention() -> None:
     peak = maps[0, 0]
     assert peak[4:8, 8:16, 8:16].min() == 1.0  # the voxels of token (1, 1, 1)
     assert peak.sum() == pytest.approx(4 * 8 * 8)  # nowhere else
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from vipet.data.tokenizer import synthetic_corpus, train_tokenizer
+
+    return train_tokenizer(synthetic_corpus(20, 0), vocab_size=600)
+
+
+def test_tiny_preset_with_prompts_save_and_load(tokenizer, tmp_path) -> None:
+    from vipet.data.prompts import build_example, build_inference, question_prompt
+    from vipet.data.tokenizer import stop_token_ids
+    from vipet.model.checkpoint import load_vipet, save_vipet
+    from vipet.model.presets import build_model
+
+    torch.manual_seed(0)
+    m = build_model("tiny", tokenizer).eval()
+    n = m.visual_tokens_per_region
+    ex = build_example(
+        tokenizer, question_prompt("vi", "Có hạch ở vùng cổ không?", n, region="head_neck"), "Có"
+    )
+    ids, labels = torch.tensor([ex["input_ids"]]), torch.tensor([ex["labels"]])
+    ct, pet = torch.rand(1, 1, 8, 32, 32), torch.rand(1, 1, 8, 32, 32)
+    out = m(ids, labels=labels, ct=ct, pet=pet)
+    assert torch.isfinite(out.loss)
+    save_vipet(m, tokenizer, tmp_path)
+    m2, tok2 = load_vipet(tmp_path)
+    assert tok2.encode("Hình ảnh hạch") == tokenizer.encode("Hình ảnh hạch")
+    # Multi-turn: the study is encoded once and reused for the second question.
+    visual = m.encode_images(ct, pet)
+    first = build_inference(
+        tokenizer, question_prompt("en", "Is the study normal?", n, region="head_neck")
+    )
+    a1 = m.generate(
+        torch.tensor([first["input_ids"]]),
+        visual=visual,
+        max_new_tokens=4,
+        eos_token_id=stop_token_ids(tokenizer),
+    )
+    second = question_prompt(
+        "en",
+        "Where is the most avid lesion?",
+        n,
+        region="head_neck",
+        history=[("Is the study normal?", tokenizer.decode(a1[0], skip_special_tokens=True))],
+    )
+    ids2 = torch.tensor([build_inference(tokenizer, second)["input_ids"]])
+    assert int((ids2 == m.config.image_token_id).sum()) == n  # visual block only once
+    assert torch.equal(
+        m.generate(ids2, visual=visual, max_new_tokens=4),
+        m2.eval().generate(ids2, ct=ct, pet=pet, max_new_tokens=4),
+    )
+
+
+def test_pretrained_language_model_from_local_folder(tokenizer, tmp_path) -> None:
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    # A stand-in "pretrained" LM and a tokenizer without ViPET's tokens, saved locally.
+    from vipet.data.tokenizer import train_tokenizer
+    from vipet.model.checkpoint import with_pretrained_language_model
+
+    plain = train_tokenizer(["Hình ảnh hạch cổ trái", "SUVmax 8,1"] * 50, vocab_size=300)
+    plain_vocab = len(plain)
+    lm = AutoModelForCausalLM.from_config(
+        LlamaConfig(
+            vocab_size=plain_vocab,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        )
+    )
+    lm.save_pretrained(tmp_path / "lm")
+    plain.save_pretrained(tmp_path / "lm")
+    model, tok = with_pretrained_language_model(
+        tmp_path / "lm",
+        ct_encoder={
+            "image_size": [8, 32, 32],
+            "patch_size": [4, 8, 8],
+            "width": 32,
+            "depth": 1,
+            "heads": 2,
+        },
+        projector={"num_latents": 4, "layers": 1, "heads": 2},
+        fusion={"heads": 2},
+    )
+    assert len(tok) >= plain_vocab and model.get_input_embeddings().weight.shape[0] == len(tok)
+    n = model.visual_tokens_per_region
+    ids = torch.tensor([[tok.bos_token_id or 1] + [model.config.image_token_id] * n + [7, 8]])
+    out = model(ids, ct=torch.rand(1, 1, 8, 32, 32), pet=torch.rand(1, 1, 8, 32, 32))
+    assert out.logits.shape[-1] == len(tok)
+
+
+def test_encoder_weights_load_with_report(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    from vipet.model.checkpoint import load_pretrained_encoders
+
+    torch.manual_seed(0)
+    src = ViPetModel(tiny_config())
+    state = {f"encoder.{k}": v.contiguous() for k, v in src.ct_encoder.state_dict().items()}
+    state["encoder.extra.weight"] = torch.zeros(2)
+    save_file(state, str(tmp_path / "enc.safetensors"))
+    dst = ViPetModel(tiny_config())
+    reports = load_pretrained_encoders(dst, ct=tmp_path / "enc.safetensors", prefix="encoder.")
+    assert (
+        reports["ct_encoder"].unexpected == ("extra.weight",) and not reports["ct_encoder"].missing
+    )
+    x = torch.rand(1, 1, 8, 32, 32)
+    torch.testing.assert_close(dst.ct_encoder(x), src.ct_encoder(x))

@@ -1,0 +1,84 @@
+"""Named model sizes. ``tiny`` is for tests; ``cpu-small`` is the default that trains on a
+laptop CPU (issue 6); GPU presets with real language models load their LM from a local
+path (`vipet.model.language.load_language_model`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vipet.data.tokenizer import IMAGE_TOKEN
+from vipet.model.config import ViPetConfig
+from vipet.model.vipet import ViPetModel
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "ct_encoder": {
+            "image_size": [8, 32, 32],
+            "patch_size": [4, 8, 8],
+            "width": 32,
+            "depth": 1,
+            "heads": 2,
+        },
+        "fusion": {"name": "cross_attention", "heads": 2},
+        "projector": {"kind": "perceiver", "num_latents": 4, "layers": 1, "heads": 2},
+        "diag_head": {"hidden": 32},
+        "text": {
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+        },
+    },
+    "cpu-small": {
+        "ct_encoder": {
+            "image_size": [32, 128, 128],
+            "patch_size": [4, 16, 16],
+            "width": 192,
+            "depth": 4,
+            "heads": 4,
+        },
+        "fusion": {"name": "cross_attention", "heads": 4},
+        "projector": {"kind": "perceiver", "num_latents": 32, "layers": 2, "heads": 4},
+        "diag_head": {"hidden": 256},
+        "text": {
+            "hidden_size": 256,
+            "intermediate_size": 768,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+        },
+    },
+}
+
+
+def model_config(preset: str, tokenizer: Any, **overrides: Any) -> ViPetConfig:
+    """The `ViPetConfig` of a preset, sized to ``tokenizer`` (vocabulary, <image> id)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; choose from {sorted(PRESETS)}")
+    p = PRESETS[preset]
+    text = {
+        "model_type": "llama",
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": False,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        **p["text"],
+    }
+    kwargs = {
+        "text_config": text,
+        "ct_encoder": dict(p["ct_encoder"]),
+        "fusion": dict(p["fusion"]),
+        "projector": dict(p["projector"]),
+        "diag_head": dict(p["diag_head"]),
+        "image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        **overrides,
+    }
+    return ViPetConfig(**kwargs)
+
+
+def build_model(preset: str, tokenizer: Any, **overrides: Any) -> ViPetModel:
+    """A randomly initialised ViPET-VLM of ``preset`` for ``tokenizer``."""
+    return ViPetModel(model_config(preset, tokenizer, **overrides))
