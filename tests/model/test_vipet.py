@@ -226,13 +226,24 @@ def test_tiny_preset_with_prompts_save_and_load(tokenizer, tmp_path) -> None:
 
 
 def test_pretrained_language_model_from_local_folder(tokenizer, tmp_path) -> None:
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    # A stand-in "pretrained" LM and a plain byte-level BPE tokenizer without ViPET's
+    # tokens (as a real LLM's would be), saved locally.
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
 
-    # A stand-in "pretrained" LM and a tokenizer without ViPET's tokens, saved locally.
-    from vipet.data.tokenizer import train_tokenizer
     from vipet.model.checkpoint import with_pretrained_language_model
 
-    plain = train_tokenizer(["Hình ảnh hạch cổ trái", "SUVmax 8,1"] * 50, vocab_size=300)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    bpe.train_from_iterator(["Hình ảnh hạch cổ trái", "SUVmax 8,1"] * 50, trainer)
+    plain = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>")
+    assert "<image>" not in plain.get_vocab()
     plain_vocab = len(plain)
     lm = AutoModelForCausalLM.from_config(
         LlamaConfig(
@@ -258,7 +269,7 @@ def test_pretrained_language_model_from_local_folder(tokenizer, tmp_path) -> Non
         projector={"num_latents": 4, "layers": 1, "heads": 2},
         fusion={"heads": 2},
     )
-    assert len(tok) >= plain_vocab and model.get_input_embeddings().weight.shape[0] == len(tok)
+    assert len(tok) > plain_vocab and model.get_input_embeddings().weight.shape[0] == len(tok)
     n = model.visual_tokens_per_region
     ids = torch.tensor([[tok.bos_token_id or 1] + [model.config.image_token_id] * n + [7, 8]])
     out = model(ids, ct=torch.rand(1, 1, 8, 32, 32), pet=torch.rand(1, 1, 8, 32, 32))
