@@ -331,6 +331,94 @@ def phantom(
 
 
 @app.command()
+def extract(
+    report: Annotated[Path, typer.Argument(help="A report: .txt, or a ViMed-PET report .json.")],
+    lang: Annotated[
+        str | None, typer.Option("--lang", help="vi or en (detected when left out).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="json or table.")] = "json",
+) -> None:
+    """Lesions stated in a report (offline, rule-based): type, location, size, SUVmax, FDG."""
+    import json
+
+    from vipet.reports.extract import extract_findings
+
+    if not report.is_file():
+        raise ConfigError("report file not found", report)
+    try:
+        text = report.read_text(encoding="utf-8")
+        source = json.loads(text) if report.suffix.lower() == ".json" else text
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"not a readable report ({exc})".splitlines()[0], report) from exc
+    found = [f.to_dict() for f in extract_findings(source, lang)]
+    if fmt == "json":
+        typer.echo(json.dumps(found, ensure_ascii=False, indent=2))
+        return
+    for f in found:
+        typer.echo(
+            f"{f['type']:18s} {f['location']:11s} {f['location_detail'] or '':22s} {f['laterality']:6s} "
+            f"{f['size_mm'] or '-':>6} {f['suvmax'] or '-':>6} {'FDG+' if f['fdg_avid'] else 'FDG-'}"
+        )
+
+
+@app.command()
+def evaluate(
+    data: Annotated[
+        Path, typer.Option("--data", help="A ViPET dataset (e.g. vipet phantom output).")
+    ],
+    predictions: Annotated[
+        Path | None, typer.Option("--predictions", help="Predictions JSONL to score.")
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="A saved ViPET model to run.")
+    ] = None,
+    split: Annotated[str, typer.Option("--split")] = "test",
+    lang: Annotated[str, typer.Option("--lang", help="vi or en.")] = "vi",
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for metrics.json/.md and plots.")
+    ] = Path("runs/eval"),
+    baselines: Annotated[
+        bool, typer.Option("--baselines/--no-baselines", help="Also score the built-in baselines.")
+    ] = True,
+    meteor: Annotated[
+        bool, typer.Option("--meteor/--no-meteor", help="METEOR through Java when present.")
+    ] = True,
+) -> None:
+    """Score reports and answers: NLG, clinical F1-T/TP/TF/TPF, VQA; table and plots."""
+    from vipet.evaluation.runner import (
+        BASELINES,
+        baseline_predictions,
+        markdown_table,
+        read_predictions,
+        write_results,
+    )
+    from vipet.evaluation.runner import evaluate as run_eval
+
+    if (predictions is None) == (checkpoint is None):
+        raise ConfigError("give exactly one of --predictions PRED.jsonl or --checkpoint CKPT")
+    if checkpoint is not None:
+        from vipet.inference.predictor import predict_dataset
+
+        rows = predict_dataset(checkpoint, data, split, lang)
+        name = checkpoint.name
+    else:
+        rows, name = read_predictions(predictions), predictions.stem
+    results = {name: run_eval(rows, data, split, lang, meteor=None if meteor else False)}
+    if baselines:
+        for kind in BASELINES:
+            results[f"baseline: {kind}"] = run_eval(
+                baseline_predictions(data, split, lang, kind),
+                data,
+                split,
+                lang,
+                meteor=None if meteor else False,
+            )
+    files = write_results(results, out)
+    typer.echo(markdown_table(results))
+    typer.echo("wrote " + ", ".join(str(f) for f in files))
+
+
+@app.command()
 def version() -> None:
     """Print the ViPET version."""
     typer.echo(__version__)

@@ -1,0 +1,1 @@
+"""Evaluation: NLG metrics, clinical F1, VQA scoring, runners and plots."""

@@ -1,0 +1,1 @@
+"""Inference: encode a study once, then write reports and answer questions."""

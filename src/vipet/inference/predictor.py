@@ -1,0 +1,138 @@
+"""Encode once, ask many: reports and answers from a saved ViPET-VLM.
+
+A `Predictor` preprocesses a study onto the model's region grid, runs the encoders once
+(`StudyContext` holds the visual features of the three regions), and then every report
+and question reuses those features; generation runs only the language model, with its
+KV cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vipet.data.prompts import build_inference, question_prompt, report_prompt
+from vipet.data.tokenizer import stop_token_ids
+from vipet.io.study import Study
+from vipet.model.checkpoint import load_vipet
+from vipet.model.vipet import ViPetModel, VisualFeatures
+from vipet.preprocess import PreprocessConfig, RegionSample, preprocess_study
+
+
+@dataclass
+class StudyContext:
+    """One study's preprocessed regions and visual features."""
+
+    study_id: str
+    regions: list[str]
+    samples: list[RegionSample]
+    visual: VisualFeatures  # all regions, (1, R·L, hidden)
+
+    def region_visual(self, region: str) -> VisualFeatures:
+        """The features of one region (its L visual tokens)."""
+        i = self.regions.index(region)
+        n = self.visual.tokens.shape[1] // len(self.regions)
+        v = self.visual
+        return replace(
+            v,
+            tokens=v.tokens[:, i * n : (i + 1) * n],
+            fused=v.fused[:, i : i + 1],
+            resampler_attention=None
+            if v.resampler_attention is None
+            else v.resampler_attention[:, i : i + 1],
+        )
+
+
+class Predictor:
+    def __init__(
+        self, model: ViPetModel, tokenizer: Any, preprocess: PreprocessConfig | None = None
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        grid = tuple(model.config.ct_encoder["image_size"])
+        self.preprocess = replace(preprocess or PreprocessConfig(), grid=grid)
+        self.stop = stop_token_ids(tokenizer)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> Predictor:
+        model, tokenizer = load_vipet(path)
+        return cls(model, tokenizer)
+
+    @torch.no_grad()
+    def encode(self, study: Study) -> StudyContext:
+        samples = preprocess_study(study, self.preprocess)
+        by_region = {s.region: s for s in samples}
+        regions = [r for r in self.model.config.regions if r in by_region]
+        ct = torch.from_numpy(np.stack([by_region[r].ct for r in regions]))[None]
+        pet = torch.from_numpy(np.stack([by_region[r].pet for r in regions]))[None]
+        visual = self.model.encode_images(ct, pet)
+        return StudyContext(study.id, regions, [by_region[r] for r in regions], visual)
+
+    def _generate(self, messages: list[dict], visual: VisualFeatures, max_new_tokens: int) -> str:
+        ids = torch.tensor([build_inference(self.tokenizer, messages)["input_ids"]])
+        new = self.model.generate(
+            ids, visual=visual, max_new_tokens=max_new_tokens, eos_token_id=self.stop
+        )
+        return self.tokenizer.decode(new[0], skip_special_tokens=True).strip()
+
+    @torch.no_grad()
+    def report(
+        self,
+        ctx: StudyContext,
+        lang: str = "vi",
+        region: str | None = None,
+        max_new_tokens: int = 400,
+    ) -> str:
+        """The whole-study report (``region`` None) or one region's findings."""
+        n = self.model.visual_tokens_per_region
+        visual = ctx.visual if region is None else ctx.region_visual(region)
+        return self._generate(report_prompt(lang, region, n), visual, max_new_tokens)
+
+    @torch.no_grad()
+    def ask(
+        self,
+        ctx: StudyContext,
+        question: str,
+        lang: str = "vi",
+        region: str | None = None,
+        history: Sequence[tuple[str, str]] = (),
+        max_new_tokens: int = 32,
+    ) -> str:
+        n = self.model.visual_tokens_per_region
+        visual = ctx.visual if region is None else ctx.region_visual(region)
+        return self._generate(
+            question_prompt(lang, question, n, region=region, history=list(history)),
+            visual,
+            max_new_tokens,
+        )
+
+
+def predict_dataset(
+    checkpoint: str | Path, data: str | Path, split: str, lang: str, progress: bool = True
+) -> list[dict[str, Any]]:
+    """Predictions (the runner's JSONL rows) for every study of ``split``."""
+    from vipet.evaluation.runner import split_ids
+    from vipet.io import LoadOptions, load_study
+    from vipet.io.vipet_dataset import ground_truth
+
+    predictor = Predictor.from_checkpoint(checkpoint)
+    rows = []
+    for sid in tqdm(split_ids(Path(data), split), desc=f"predict {split}", disable=not progress):
+        ctx = predictor.encode(load_study(data, LoadOptions(study_id=sid)))
+        answers = [
+            {
+                "question": q["question"],
+                "prediction": predictor.ask(ctx, q["question"], lang, region=q.get("region")),
+            }
+            for q in ground_truth(data, sid).get(f"questions_{lang}", [])
+        ]
+        rows.append(
+            {"id": sid, "lang": lang, "report": predictor.report(ctx, lang), "answers": answers}
+        )
+    return rows
