@@ -1,0 +1,96 @@
+"""The evaluation runner end to end on a small phantom dataset."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from tests.phantom.test_dataset import SMALL
+from vipet.cli import main
+from vipet.errors import InputError
+from vipet.evaluation.runner import baseline_predictions, evaluate, read_predictions, split_ids
+from vipet.io.vipet_dataset import ground_truth
+from vipet.phantom.dataset import write_dataset
+from vipet.phantom.lesions import LesionConfig
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "ph"
+    cfg = replace(SMALL, lesions=LesionConfig(normal_fraction=0.25))
+    write_dataset(out, 12, seed=2, config=cfg, workers=2, progress=False)
+    return out
+
+
+def _perfect(dataset, lang="vi"):
+    rows = []
+    for sid in split_ids(dataset, "test"):
+        gt = ground_truth(dataset, sid)
+        answers = [
+            {"question": q["question"], "prediction": q["answer"]} for q in gt[f"questions_{lang}"]
+        ]
+        rows.append({"id": sid, "lang": lang, "report": gt[f"report_{lang}"], "answers": answers})
+    return rows
+
+
+def test_ground_truth_reports_score_at_the_top(dataset) -> None:
+    res = evaluate(_perfect(dataset), dataset, "test", "vi", meteor=False)
+    assert res["nlg"]["bleu4"] == pytest.approx(1.0) and res["nlg"]["rouge_l"] == pytest.approx(1.0)
+    # Clinical F1 is capped only by the protocol's "other" rule (bone lesions).
+    assert res["clinical"]["f1_t"] > 0.8
+    assert res["vqa"]["accuracy"] == pytest.approx(1.0)
+    base = evaluate(
+        baseline_predictions(dataset, "test", "vi", "random"), dataset, "test", "vi", meteor=False
+    )
+    assert base["nlg"]["bleu4"] < res["nlg"]["bleu4"]
+    assert base["clinical"]["f1_tpf"] <= res["clinical"]["f1_tpf"]
+
+
+def test_cli_evaluate_writes_table_and_plots(dataset, tmp_path, capsys) -> None:
+    pred = tmp_path / "pred.jsonl"
+    pred.write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in _perfect(dataset)), encoding="utf-8"
+    )
+    code = main(
+        [
+            "evaluate",
+            "--predictions",
+            str(pred),
+            "--data",
+            str(dataset),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-meteor",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| pred |" in out and "baseline: most_frequent" in out and "baseline: random" in out
+    for name in ("metrics.json", "metrics.md", "metrics.png", "per_class_f1.png"):
+        assert (tmp_path / "out" / name).is_file()
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert set(metrics) == {"pred", "baseline: most_frequent", "baseline: random"}
+
+
+def test_cli_extract(dataset, tmp_path, capsys) -> None:
+    sid = next(s for s in split_ids(dataset, "train") if ground_truth(dataset, s)["lesions"])
+    report = tmp_path / "r.json"
+    report.write_text(
+        json.dumps(ground_truth(dataset, sid)["report_vi"], ensure_ascii=False), encoding="utf-8"
+    )
+    assert main(["extract", str(report), "--format", "json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert len(found) >= 1 and {"type", "location", "suvmax", "fdg_avid", "sentence"} <= set(
+        found[0]
+    )
+
+
+def test_bad_predictions_file_is_one_line(tmp_path, capsys) -> None:
+    bad = tmp_path / "p.jsonl"
+    bad.write_text('{"id": "x"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match="line 1"):
+        read_predictions(bad)
+    assert main(["evaluate", "--predictions", str(bad), "--data", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
