@@ -384,7 +384,8 @@ def evaluate(
         bool, typer.Option("--meteor/--no-meteor", help="METEOR through Java when present.")
     ] = True,
 ) -> None:
-    """Score reports and answers: NLG, clinical F1-T/TP/TF/TPF, VQA; table and plots."""
+    """Score reports and answers: NLG, clinical F1-T/TP/TF/TPF, VQA; table and plots.
+    Without --predictions or --checkpoint: the baselines and the reference-report ceiling."""
     from vipet.evaluation.runner import (
         BASELINES,
         baseline_predictions,
@@ -394,24 +395,31 @@ def evaluate(
     )
     from vipet.evaluation.runner import evaluate as run_eval
 
-    if (predictions is None) == (checkpoint is None):
-        raise ConfigError("give exactly one of --predictions PRED.jsonl or --checkpoint CKPT")
+    if predictions is not None and checkpoint is not None:
+        raise ConfigError("give one of --predictions PRED.jsonl or --checkpoint CKPT, not both")
+    m = None if meteor else False
+    results = {}
     if checkpoint is not None:
         from vipet.inference.predictor import predict_dataset
 
-        rows = predict_dataset(checkpoint, data, split, lang)
-        name = checkpoint.name
-    else:
-        rows, name = read_predictions(predictions), predictions.stem
-    results = {name: run_eval(rows, data, split, lang, meteor=None if meteor else False)}
+        results[checkpoint.name] = run_eval(
+            predict_dataset(checkpoint, data, split, lang), data, split, lang, meteor=m
+        )
+    elif predictions is not None:
+        results[predictions.stem] = run_eval(
+            read_predictions(predictions), data, split, lang, meteor=m
+        )
+    else:  # the floor (baselines) and the ceiling (the reference reports scored as predictions)
+        from vipet.evaluation.runner import reference_predictions
+
+        results["reference reports (ceiling)"] = run_eval(
+            reference_predictions(data, split, lang), data, split, lang, meteor=m
+        )
+        baselines = True
     if baselines:
         for kind in BASELINES:
             results[f"baseline: {kind}"] = run_eval(
-                baseline_predictions(data, split, lang, kind),
-                data,
-                split,
-                lang,
-                meteor=None if meteor else False,
+                baseline_predictions(data, split, lang, kind), data, split, lang, meteor=m
             )
     files = write_results(results, out)
     typer.echo(markdown_table(results))

@@ -10,7 +10,13 @@ import pytest
 from tests.phantom.test_dataset import SMALL
 from vipet.cli import main
 from vipet.errors import InputError
-from vipet.evaluation.runner import baseline_predictions, evaluate, read_predictions, split_ids
+from vipet.evaluation.runner import (
+    baseline_predictions,
+    evaluate,
+    read_predictions,
+    reference_predictions,
+    split_ids,
+)
 from vipet.io.vipet_dataset import ground_truth
 from vipet.phantom.dataset import write_dataset
 from vipet.phantom.lesions import LesionConfig
@@ -25,14 +31,7 @@ def dataset(tmp_path_factory):
 
 
 def _perfect(dataset, lang="vi"):
-    rows = []
-    for sid in split_ids(dataset, "test"):
-        gt = ground_truth(dataset, sid)
-        answers = [
-            {"question": q["question"], "prediction": q["answer"]} for q in gt[f"questions_{lang}"]
-        ]
-        rows.append({"id": sid, "lang": lang, "report": gt[f"report_{lang}"], "answers": answers})
-    return rows
+    return reference_predictions(dataset, "test", lang)
 
 
 def test_ground_truth_reports_score_at_the_top(dataset) -> None:
@@ -94,3 +93,29 @@ def test_bad_predictions_file_is_one_line(tmp_path, capsys) -> None:
         read_predictions(bad)
     assert main(["evaluate", "--predictions", str(bad), "--data", str(tmp_path)]) == 1
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_checkpoint_path_generates_and_scores(dataset, tmp_path, capsys) -> None:
+    from vipet.data.tokenizer import synthetic_corpus, train_tokenizer
+    from vipet.model.checkpoint import save_vipet
+    from vipet.model.presets import build_model
+
+    tok = train_tokenizer(synthetic_corpus(20, 0), vocab_size=600)
+    save_vipet(build_model("tiny", tok), tok, tmp_path / "ckpt")
+    code = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(tmp_path / "ckpt"),
+            "--data",
+            str(dataset),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-meteor",
+            "--no-baselines",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["ckpt"]["studies"] == len(split_ids(dataset, "test"))
+    assert metrics["ckpt"]["vqa"]["n"] > 0

@@ -179,6 +179,23 @@ def baseline_predictions(
 BASELINES = ("most_frequent", "random")
 
 
+def reference_predictions(data: str | Path, split: str, lang: str) -> list[dict[str, Any]]:
+    """The dataset's own reports and answers as predictions: the protocol's ceiling
+    (clinical F1 below 1 only where the protocol cannot match, e.g. "other")."""
+    data = Path(data)
+    rows = []
+    for sid in split_ids(data, split):
+        gt = ground_truth(data, sid)
+        answers = [
+            {"question": q["question"], "prediction": q["answer"]}
+            for q in gt.get(f"questions_{lang}", [])
+        ]
+        rows.append(
+            {"id": sid, "lang": lang, "report": gt.get(f"report_{lang}"), "answers": answers}
+        )
+    return rows
+
+
 def write_results(results: Mapping[str, dict[str, Any]], out: str | Path) -> list[Path]:
     """metrics.json, metrics.md (one row per system) and PNG plots into ``out``."""
     from vipet.evaluation.plots import plot_metric_bars, plot_per_class
