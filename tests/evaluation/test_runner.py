@@ -71,6 +71,11 @@ def test_cli_evaluate_writes_table_and_plots(dataset, tmp_path, capsys) -> None:
         assert (tmp_path / "out" / name).is_file()
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert set(metrics) == {"pred", "baseline: most_frequent", "baseline: random"}
+    row = next(line for line in out.splitlines() if line.startswith("| pred |"))
+    cells = [c.strip() for c in row.strip("|").split("|")][1:]
+    assert cells[0] == "1.000"  # BLEU-4 of the reference reports themselves
+    assert cells[3] == "–"  # METEOR off (--no-meteor); every other column has a number
+    assert all(c != "–" for i, c in enumerate(cells) if i != 3)
 
 
 def test_cli_extract(dataset, tmp_path, capsys) -> None:

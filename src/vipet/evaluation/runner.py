@@ -216,15 +216,17 @@ def write_results(results: Mapping[str, dict[str, Any]], out: str | Path) -> lis
 
 
 TABLE_COLUMNS = (
-    ("BLEU-4", ("nlg", "BLEU-4")),
-    ("ROUGE-L", ("nlg", "ROUGE-L")),
-    ("METEOR", ("nlg", "METEOR")),
-    ("CIDEr", ("nlg", "CIDEr")),
-    ("F1-T", ("clinical", "F1-T", "f1")),
-    ("F1-TP", ("clinical", "F1-TP", "f1")),
-    ("F1-TF", ("clinical", "F1-TF", "f1")),
-    ("F1-TPF", ("clinical", "F1-TPF", "f1")),
+    ("BLEU-4", ("nlg", "bleu4")),
+    ("ROUGE-1", ("nlg", "rouge1")),
+    ("ROUGE-L", ("nlg", "rouge_l")),
+    ("METEOR", ("nlg", "meteor")),
+    ("CIDEr", ("nlg", "cider")),
+    ("F1-T", ("clinical", "f1_t")),
+    ("F1-TP", ("clinical", "f1_tp")),
+    ("F1-TF", ("clinical", "f1_tf")),
+    ("F1-TPF", ("clinical", "f1_tpf")),
     ("closed acc.", ("vqa", "closed_accuracy")),
+    ("VQA acc.", ("vqa", "accuracy")),
     ("distinct", ("distinct_reports",)),
 )
 
