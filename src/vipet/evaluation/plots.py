@@ -29,10 +29,11 @@ def plot_metric_bars(results: Mapping[str, dict[str, Any]], path: str | Path) ->
     from vipet.evaluation.runner import TABLE_COLUMNS, _get
 
     names = list(results)
+    # CIDEr lives on a 0-10 scale: it stays in the table, off this 0-1 chart.
     cols = [
         (label, p)
         for label, p in TABLE_COLUMNS
-        if any(_get(results[n], p) is not None for n in names)
+        if label != "CIDEr" and any(_get(results[n], p) is not None for n in names)
     ]
     fig, ax = plt.subplots(figsize=(1.2 * len(cols) + 3, 4.2))
     width = 0.8 / max(1, len(names))
@@ -42,9 +43,9 @@ def plot_metric_bars(results: Mapping[str, dict[str, Any]], path: str | Path) ->
         ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=name)
     ax.set_xticks(x, [label for label, _ in cols], rotation=30, ha="right")
     ax.set_ylabel("score")
-    ax.set_ylim(0, max(1.0, ax.get_ylim()[1]))
+    ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8)
-    ax.set_title("Report generation: NLG, clinical efficacy, VQA")
+    ax.set_title("Report generation: NLG, clinical efficacy, VQA (CIDEr: see the table)")
     return _save(fig, Path(path))
 
 
@@ -52,7 +53,15 @@ def plot_per_class(results: Mapping[str, dict[str, Any]], path: str | Path) -> P
     """Per lesion type clinical F1 (TPF matching) per system."""
     names = list(results)
     per = {n: (results[n].get("clinical") or {}).get("per_type", {}) for n in names}
-    classes = sorted({c for d in per.values() for c in d})
+    # Only classes some reference or prediction holds (the 14-class schema is mostly empty).
+    classes = sorted(
+        {
+            c
+            for d in per.values()
+            for c, v in d.items()
+            if (v or {}).get("support") or (v or {}).get("n_pred")
+        }
+    )
     fig, ax = plt.subplots(figsize=(1.0 * max(4, len(classes)) + 2, 4.2))
     width = 0.8 / max(1, len(names))
     x = np.arange(len(classes))
