@@ -1,0 +1,1 @@
+"""Training: losses, stages, trainer, checkpoints."""

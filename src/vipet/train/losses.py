@@ -1,0 +1,92 @@
+"""The regularisation losses of ViPET-VLM (DOMAIN.md §1), beside the LM cross-entropy.
+
+- **Attention alignment**: the Focal Tversky loss between the attention map ``a``
+  (min–max normalised, in [0, 1]) and an ROI mask ``m`` (the lesion mask when the study
+  has one, else the PET-derived ROI): ``TP = Σ a·m, FP = Σ a·(1−m), FN = Σ (1−a)·m``,
+  ``T = (TP + ε) / (TP + β·FP + α·FN + ε)`` with α = 0.7 on misses and β = 0.3 on false
+  alarms (missing a lesion costs more than looking a little beside it), and
+  ``loss = (1 − T)^γ`` with γ = 2, which focuses on maps that are badly off.
+- **Findings**: BCE or focal loss of the findings head (`vipet.model.diag_head`).
+- **Contrastive** (encoder pretraining): CLIP's symmetric InfoNCE between study image
+  embeddings and report text embeddings.
+
+`LossWeights` holds the weights; `combine` returns the weighted total and every part
+as a float for logging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def focal_tversky_loss(
+    attention: torch.Tensor,
+    mask: torch.Tensor,
+    alpha: float = 0.7,
+    beta: float = 0.3,
+    gamma: float = 2.0,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Mean Focal Tversky loss over maps ``(..., D, H, W)`` against masks of the same shape."""
+    if attention.shape != mask.shape:
+        raise ValueError(f"attention {tuple(attention.shape)} and mask {tuple(mask.shape)} differ")
+    a = attention.flatten(start_dim=-3)
+    m = mask.to(a.dtype).flatten(start_dim=-3)
+    tp = (a * m).sum(-1)
+    fp = (a * (1 - m)).sum(-1)
+    fn = ((1 - a) * m).sum(-1)
+    tversky = (tp + eps) / (tp + beta * fp + alpha * fn + eps)
+    return ((1 - tversky).clamp_min(0) ** gamma).mean()
+
+
+def contrastive_loss(
+    image: torch.Tensor, text: torch.Tensor, temperature: float = 0.07
+) -> torch.Tensor:
+    """CLIP-style symmetric InfoNCE: ``image`` and ``text`` ``(B, E)``; pair i ↔ i."""
+    if image.shape != text.shape or image.dim() != 2:
+        raise ValueError(
+            f"image {tuple(image.shape)} and text {tuple(text.shape)} must both be (B, E)"
+        )
+    logits = F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T / temperature
+    target = torch.arange(image.shape[0], device=image.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    lm: float = 1.0
+    """Language-model cross-entropy on answer tokens."""
+    diag: float = 0.5
+    """Findings head (diagnostic accuracy)."""
+    align: float = 0.5
+    """Attention alignment (Focal Tversky); the published setup uses 0.5."""
+    contrastive: float = 0.0
+    """Image–report contrastive (encoder pretraining stage only)."""
+
+    def __post_init__(self) -> None:
+        if min(self.lm, self.diag, self.align, self.contrastive) < 0:
+            raise ValueError("loss weights must be >= 0")
+
+
+def combine(
+    parts: Mapping[str, torch.Tensor | None], weights: LossWeights
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted sum of the parts present (None or zero-weight parts are skipped) and a log
+    dict with every part and the total as floats."""
+    total = None
+    log: dict[str, float] = {}
+    for name, value in parts.items():
+        if value is None:
+            continue
+        w = getattr(weights, name)
+        log[f"loss/{name}"] = float(value.detach())
+        if w:
+            total = w * value if total is None else total + w * value
+    if total is None:
+        raise ValueError(f"no loss to optimise among {sorted(parts)} with weights {weights}")
+    log["loss/total"] = float(total.detach())
+    return total, log

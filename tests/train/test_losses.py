@@ -1,0 +1,62 @@
+"""Losses: hand-computed Focal Tversky values, contrastive sanity, combination."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vipet.train.losses import LossWeights, combine, contrastive_loss, focal_tversky_loss
+
+
+def test_focal_tversky_by_hand() -> None:
+    a = torch.zeros(1, 2, 2, 2)
+    m = torch.zeros(1, 2, 2, 2)
+    a[0, 0, 0, :] = torch.tensor([1.0, 0.5])  # attention on two voxels
+    m[0, 0, 0, 0] = 1.0  # lesion in one of them
+    # TP = 1, FP = 0.5, FN = 0 -> T = 1 / (1 + 0.3*0.5) = 0.8696; loss = (1 - T)^2 = 0.01701
+    t = 1.0 / (1.0 + 0.3 * 0.5)
+    assert focal_tversky_loss(a, m, eps=0.0).item() == pytest.approx((1 - t) ** 2, rel=1e-6)
+
+
+@pytest.mark.parametrize(("overlap", "expected"), [(True, 0.0), (False, 1.0)])
+def test_focal_tversky_extremes(overlap: bool, expected: float) -> None:
+    m = torch.zeros(2, 1, 4, 4, 4)
+    m[:, :, :2] = 1
+    a = m.clone() if overlap else 1 - m
+    assert focal_tversky_loss(a, m).item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_focal_tversky_gradient_moves_attention_onto_the_mask() -> None:
+    m = torch.zeros(1, 4, 4, 4)
+    m[:, 1:3, 1:3, 1:3] = 1
+    logits = torch.zeros(1, 4, 4, 4, requires_grad=True)
+    focal_tversky_loss(torch.sigmoid(logits), m).backward()
+    assert (logits.grad[m.bool()] < 0).all()  # more attention inside the mask lowers the loss
+    assert (logits.grad[~m.bool()] > 0).all()
+
+
+def test_focal_tversky_shape_mismatch() -> None:
+    with pytest.raises(ValueError, match="differ"):
+        focal_tversky_loss(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, 3))
+
+
+def test_contrastive_prefers_matched_pairs() -> None:
+    g = torch.Generator().manual_seed(0)
+    img = torch.randn(8, 16, generator=g)
+    matched = contrastive_loss(img, img + 0.01 * torch.randn(8, 16, generator=g))
+    shuffled = contrastive_loss(img, img[torch.randperm(8, generator=g)])
+    assert matched < shuffled
+
+
+def test_combine_weights_and_logs() -> None:
+    parts = {
+        "lm": torch.tensor(2.0),
+        "diag": torch.tensor(1.0),
+        "align": None,
+        "contrastive": torch.tensor(5.0),
+    }
+    total, log = combine(parts, LossWeights(lm=1.0, diag=0.5, align=0.5, contrastive=0.0))
+    assert total.item() == pytest.approx(2.5)
+    assert log == {"loss/lm": 2.0, "loss/diag": 1.0, "loss/contrastive": 5.0, "loss/total": 2.5}
+    with pytest.raises(ValueError, match="no loss"):
+        combine({"lm": None}, LossWeights())
