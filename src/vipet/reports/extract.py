@@ -43,6 +43,7 @@ from vipet.reports.schema import (
     FINDINGS_KEY,
     FINE_LOCATIONS,
     IMPRESSION_KEY,
+    SECTION_OF_LOCATION,
     SECTIONS,
     Lesion,
 )
@@ -331,14 +332,7 @@ _REGION_OF_CLASS = {
     "abdomen": "abdomen_pelvis",
     "other": "chest",
 }
-_SECTION_OF_CLASS = {
-    "neck": "head_neck",
-    "mediastinum": "chest",
-    "lung": "chest",
-    "axilla": "chest",
-    "abdomen": "abdomen_pelvis",
-    "other": "musculoskeletal",
-}
+_SECTION_OF_CLASS = SECTION_OF_LOCATION
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,16 @@ FINE_LOCATIONS: dict[str, FineLocation] = {
     )
 }
 
+# The report section a location class is written in when a finding gives no section.
+SECTION_OF_LOCATION: dict[str, str] = {
+    "neck": "head_neck",
+    "mediastinum": "chest",
+    "lung": "chest",
+    "axilla": "chest",
+    "abdomen": "abdomen_pelvis",
+    "other": "musculoskeletal",
+}
+
 LATERALITY_WORDS = {
     "vi": {"right": "phải", "left": "trái", "both": "hai bên", "none": ""},
     "en": {"right": "right", "left": "left", "both": "bilateral", "none": ""},

@@ -19,6 +19,7 @@ from vipet.reports.schema import (
     FINE_LOCATIONS,
     LATERALITY_WORDS,
     LOCATION_CLASS_NAMES,
+    SECTION_OF_LOCATION,
     SECTIONS,
     Lesion,
 )
@@ -47,14 +48,7 @@ BONES = frozenset({"spine", "rib", "pelvic_bone", "femur"})
 _VI_JUXTAPOSED = frozenset({"lung_upper", "lung_middle", "lung_lower", "hilar"})
 
 # Section a lesion falls back to when its own `section` is not a SECTIONS key.
-_SECTION_OF_CLASS = {
-    "neck": "head_neck",
-    "mediastinum": "chest",
-    "lung": "chest",
-    "axilla": "chest",
-    "abdomen": "abdomen_pelvis",
-    "other": "musculoskeletal",
-}
+_SECTION_OF_CLASS = SECTION_OF_LOCATION
 _SECTION_KEYS = tuple(key for key, _, _ in SECTIONS)
 
 T = TypeVar("T")
