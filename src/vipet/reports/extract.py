@@ -308,7 +308,7 @@ class ExtractedLesion:
         the class) — e.g. to re-render extracted findings as a report."""
         fine = FINE_LOCATIONS.get(self.location_detail)
         region = fine.region if fine else _REGION_OF_CLASS[self.location]
-        section = fine.section if fine else _SECTION_OF_CLASS[self.location]
+        section = fine.section if fine else SECTION_OF_LOCATION[self.location]
         return Lesion(
             id=id,
             type=self.type,
@@ -332,7 +332,6 @@ _REGION_OF_CLASS = {
     "abdomen": "abdomen_pelvis",
     "other": "chest",
 }
-_SECTION_OF_CLASS = SECTION_OF_LOCATION
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,6 @@ BONES = frozenset({"spine", "rib", "pelvic_bone", "femur"})
 _VI_JUXTAPOSED = frozenset({"lung_upper", "lung_middle", "lung_lower", "hilar"})
 
 # Section a lesion falls back to when its own `section` is not a SECTIONS key.
-_SECTION_OF_CLASS = SECTION_OF_LOCATION
 _SECTION_KEYS = tuple(key for key, _, _ in SECTIONS)
 
 T = TypeVar("T")
@@ -108,7 +107,7 @@ def section_of(lesion: Lesion) -> str:
     """The SECTIONS key of the report section that mentions ``lesion``."""
     if lesion.section in _SECTION_KEYS:
         return lesion.section
-    return _SECTION_OF_CLASS.get(lesion.location, "musculoskeletal")
+    return SECTION_OF_LOCATION.get(lesion.location, "musculoskeletal")
 
 
 def _ordinal(level: str) -> str:
