@@ -8,6 +8,10 @@
   EN report and question prompts with their visual block), training examples with
   answer-only labels, inference ids, and which report text is the target of a region or
   whole-study prompt.
+- `vipet.data.dataset` — `ViPetDataset`: report and question examples of one split
+  (region and/or whole-study scope, VI / EN) mixed by task ratio in a seeded order,
+  with their cached CT/PET/ROI volumes and findings targets; `collate` and
+  `RegionCountBatchSampler` batch items with the same number of regions.
 
 Submodules are imported explicitly (``from vipet.data.prompts import report_prompt``):
 importing the package alone stays cheap and pulls in no transformers.
