@@ -1,0 +1,110 @@
+"""Typed configuration of a training run (`vipet.train.trainer.fit`).
+
+One dataclass per concern, composed in `TrainConfig`; load one from YAML plus dotted
+overrides with ``vipet.config.load_config(TrainConfig, path, ["optim.lr=1e-4"])``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from vipet.data.dataset import DataConfig
+from vipet.model.presets import PRESETS
+from vipet.train.losses import LossWeights
+
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+
+
+def _positive_int(name: str, value: object, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _non_negative_float(name: str, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay to zero at ``max_steps``."""
+
+    lr: float = 3e-4
+    """Peak learning rate (reached at the end of warm-up)."""
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay."""
+    warmup_steps: int = 0
+    """Optimizer steps of linear warm-up from 0 to ``lr``."""
+    max_steps: int = 1000
+    """Optimizer steps of the whole run (the schedule ends here)."""
+    batch_size: int = 2
+    """Examples per micro-batch on each process."""
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimizer step."""
+    clip_norm: float = 1.0
+    """Gradient-norm clip (0 disables clipping)."""
+    seed: int = 0
+    """Seed of the model initialisation, batch order and every random draw of training."""
+
+    def __post_init__(self) -> None:
+        _non_negative_float("lr", self.lr)
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        _non_negative_float("weight_decay", self.weight_decay)
+        _non_negative_float("clip_norm", self.clip_norm)
+        _positive_int("warmup_steps", self.warmup_steps, minimum=0)
+        _positive_int("max_steps", self.max_steps)
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("grad_accum", self.grad_accum)
+        _positive_int("seed", self.seed, minimum=0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run: model, data, optimisation, losses, logging and output."""
+
+    model: str = "tiny"
+    """Model preset name (`vipet.model.presets.PRESETS`)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Which examples are made and how tasks are mixed."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer, schedule, batch size and seed."""
+    loss: LossWeights = field(default_factory=LossWeights)
+    """Weights of the LM, findings and attention-alignment losses."""
+    train_split: str = "train"
+    """Split trained on."""
+    val_split: str | None = "val"
+    """Split evaluated every ``eval_every`` steps (None: no evaluation)."""
+    eval_every: int = 0
+    """Evaluate every this many optimizer steps (0: never)."""
+    checkpoint_every: int = 0
+    """Write a resumable checkpoint every this many optimizer steps (0: never)."""
+    log_every: int = 1
+    """Append a metrics line every this many optimizer steps."""
+    out_dir: str = "runs/default"
+    """Folder of metrics.jsonl, checkpoint/ and model/."""
+    precision: str = "fp32"
+    """"fp32", "bf16" or "fp16" autocast; mixed precision applies on CUDA only."""
+    resume: bool = False
+    """Continue from ``out_dir/checkpoint`` when it exists."""
+
+    def __post_init__(self) -> None:
+        if self.model not in PRESETS:
+            raise ValueError(f"unknown model preset {self.model!r}; choose from {sorted(PRESETS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        _positive_int("eval_every", self.eval_every, minimum=0)
+        _positive_int("checkpoint_every", self.checkpoint_every, minimum=0)
+        _positive_int("log_every", self.log_every)
+        if not self.out_dir:
+            raise ValueError("out_dir must not be empty")
+        if not isinstance(self.resume, bool):
+            raise ValueError(f"resume must be true or false, got {self.resume!r}")
+        if self.val_split is not None and self.val_split == self.train_split:
+            raise ValueError(f"val_split and train_split are both {self.train_split!r}")

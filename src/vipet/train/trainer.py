@@ -1,0 +1,532 @@
+"""Training loop of ViPET-VLM, in recipe style: `setup` → `fit` (`train_step`,
+`evaluate`) → checkpoints → final `save_vipet`.
+
+**Resumable to the step.** A checkpoint holds everything the next step depends on:
+weights, optimizer and schedule, the step, the sampler epoch and how many micro-batches
+of that epoch this process already consumed, and the python/numpy/torch RNG states of
+every process. A resumed run therefore follows the same loss curve as one that never
+stopped. Checkpoints are written to a temporary folder and renamed into place, so
+``out_dir/checkpoint`` is always a complete checkpoint or absent.
+
+**Distributed.** Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in DDP
+(gloo on CPU, nccl on CUDA); every process draws the same seeded batch order and takes
+every ``world_size``-th batch of it, so shards are disjoint and deterministic. Only rank
+0 prints, logs and saves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
+
+from vipet.config import from_dict, to_dict
+from vipet.data.dataset import RegionCountBatchSampler, ViPetDataset, collate
+from vipet.data.prompts import IGNORE_INDEX
+from vipet.io.atomic import atomic_output
+from vipet.model.checkpoint import save_vipet
+from vipet.model.diag_head import diag_loss
+from vipet.model.presets import build_model
+from vipet.model.vipet import ViPetModel
+from vipet.train.config import TrainConfig
+from vipet.train.losses import combine, focal_tversky_loss
+
+CHECKPOINT = "checkpoint"
+METRICS = "metrics.jsonl"
+_STATE_FILE = "state.pt"
+_CONFIG_FILE = "config.json"
+
+
+# ---- processes ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process stands in the job (a single process is rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    owns_group: bool = False
+    """True when `init_distributed` created the process group (and must destroy it)."""
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Dist:
+    """Join the ``torchrun`` job described by the environment, if any."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if world <= 1:
+        return Dist(device=torch.device("cuda" if cuda else "cpu"))
+    rank = int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    device = torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    return Dist(rank=rank, world=world, device=device, owns_group=owns)
+
+
+def rank_print(d: Dist, *args: Any) -> None:
+    """Print on rank 0 only: the single place training talks to the terminal."""
+    if d.main:
+        tqdm.write(" ".join(str(a) for a in args))
+
+
+def _barrier(d: Dist) -> None:
+    if d.world > 1:
+        dist.barrier()
+
+
+# ---- batches ------------------------------------------------------------------------
+
+
+class ShardedBatches(Sampler[list[int]]):
+    """This rank's batches of one epoch of ``base``, from micro-batch ``start`` on.
+
+    Every rank draws the same ``base`` order (seed, epoch) and keeps batches
+    ``rank, rank + world, ...`` of it, cut to a multiple of ``world`` so every rank
+    takes as many steps."""
+
+    def __init__(self, base: RegionCountBatchSampler, rank: int = 0, world: int = 1) -> None:
+        if len(base) < world:
+            raise ValueError(f"{len(base)} batches cannot be shared among {world} processes")
+        self.base, self.rank, self.world = base, rank, world
+        self.start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    def _mine(self) -> list[list[int]]:
+        batches = list(self.base)
+        usable = len(batches) // self.world * self.world
+        return batches[self.rank : usable : self.world]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._mine()[self.start :])
+
+    def __len__(self) -> int:
+        return max(0, len(self.base) // self.world - self.start)
+
+
+def _loader(ds: ViPetDataset, sampler: Sampler[list[int]], seed: int) -> DataLoader:
+    # Own generator: making an iterator must not draw from the global torch RNG, or a
+    # resumed run would diverge from an uninterrupted one.
+    return DataLoader(
+        ds,
+        batch_sampler=sampler,
+        collate_fn=partial(collate, pad_id=ds.tokenizer.pad_token_id),
+        num_workers=0,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+# ---- state --------------------------------------------------------------------------
+
+
+@dataclass
+class State:
+    """Everything a run carries between steps (no module-level state anywhere)."""
+
+    cfg: TrainConfig
+    dist: Dist
+    model: torch.nn.Module
+    """What is called: the DDP wrapper under torchrun, else the model itself."""
+    raw_model: ViPetModel
+    tokenizer: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    sampler: ShardedBatches
+    loader: DataLoader
+    val_loader: DataLoader | None
+    scaler: torch.amp.GradScaler
+    step: int = 0
+    epoch: int = 0
+    position: int = 0
+    """Micro-batches of ``epoch`` this rank has consumed."""
+
+
+def lr_lambda(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + float(np.cos(np.pi * progress)))
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def setup(
+    cfg: TrainConfig,
+    tokenizer: Any,
+    data_root: str | Path,
+    cache_dir: str | Path,
+    d: Dist | None = None,
+) -> State:
+    """Model, AdamW over trainable parameters, schedule and data loaders of ``cfg``."""
+    d = d or Dist()
+    o = cfg.optim
+    _seed_all(o.seed)  # the same initial weights on every rank
+    raw = build_model(cfg.model, tokenizer).to(d.device)
+    raw.train()
+    model: torch.nn.Module = raw
+    if d.world > 1:
+        ids = [d.device.index] if d.device.type == "cuda" else None
+        model = DistributedDataParallel(raw, device_ids=ids, find_unused_parameters=True)
+    params = [p for p in raw.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, partial(lr_lambda, warmup=o.warmup_steps, total=o.max_steps)
+    )
+    n_visual = raw.visual_tokens_per_region
+    train = ViPetDataset(data_root, cache_dir, cfg.train_split, tokenizer, n_visual, cfg.data)
+    base = RegionCountBatchSampler(train, o.batch_size, shuffle=True, seed=o.seed)
+    sampler = ShardedBatches(base, d.rank, d.world)
+    val_loader = None
+    if cfg.val_split is not None and cfg.eval_every:
+        val = ViPetDataset(data_root, cache_dir, cfg.val_split, tokenizer, n_visual, cfg.data)
+        val_loader = _loader(val, RegionCountBatchSampler(val, o.batch_size, shuffle=False), 0)
+    scaler = torch.amp.GradScaler(
+        d.device.type, enabled=cfg.precision == "fp16" and d.device.type == "cuda"
+    )
+    _seed_all(o.seed + d.rank)  # per-rank draws (dropout) from here on
+    return State(
+        cfg=cfg,
+        dist=d,
+        model=model,
+        raw_model=raw,
+        tokenizer=tokenizer,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        sampler=sampler,
+        loader=_loader(train, sampler, o.seed),
+        val_loader=val_loader,
+        scaler=scaler,
+    )
+
+
+# ---- steps --------------------------------------------------------------------------
+
+
+def _autocast(state: State) -> contextlib.AbstractContextManager:
+    dev = state.dist.device.type
+    if dev != "cuda" or state.cfg.precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if state.cfg.precision == "bf16" else torch.float16
+    return torch.autocast(dev, dtype=dtype)
+
+
+def compute_losses(state: State, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted total loss of one batch and its parts as floats."""
+    dev = state.dist.device
+    t = {k: v.to(dev) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    weights = state.cfg.loss
+    align = weights.align > 0
+    with _autocast(state):
+        out = state.model(
+            input_ids=t["input_ids"],
+            attention_mask=t["attention_mask"],
+            labels=t["labels"],
+            ct=t["ct"],
+            pet=t["pet"],
+            output_attentions=align,
+        )
+        parts: dict[str, torch.Tensor | None] = {"lm": out.loss}
+        parts["diag"] = diag_loss(
+            out.diag_logits.flatten(0, 1).float(), t["diag_targets"].flatten(0, 1)
+        )
+        if align:
+            maps = state.raw_model.attention_maps(out, t["input_ids"], t["labels"] != IGNORE_INDEX)
+            parts["align"] = focal_tversky_loss(maps.float(), t["roi"])
+    return combine(parts, weights)
+
+
+def _as_micro_batches(batch: Any) -> list[Mapping[str, Any]]:
+    return [batch] if isinstance(batch, Mapping) else list(batch)
+
+
+def train_step(state: State, batch: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict:
+    """One optimizer step over ``batch`` (one micro-batch, or ``grad_accum`` of them):
+    forward, backward (gradients averaged over micro-batches), clip, step, schedule.
+    Returns the mean loss parts, the learning rate used and the gradient norm."""
+    micro = _as_micro_batches(batch)
+    state.model.train()
+    logs: list[dict[str, float]] = []
+    for i, mb in enumerate(micro):
+        last = i == len(micro) - 1
+        sync = (
+            state.model.no_sync()
+            if isinstance(state.model, DistributedDataParallel) and not last
+            else contextlib.nullcontext()
+        )
+        with sync:
+            total, log = compute_losses(state, mb)
+            state.scaler.scale(total / len(micro)).backward()
+        logs.append(log)
+    state.scaler.unscale_(state.optimizer)
+    params = [p for g in state.optimizer.param_groups for p in g["params"]]
+    clip = state.cfg.optim.clip_norm or float("inf")
+    norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    lr = state.optimizer.param_groups[0]["lr"]
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    out = _mean(logs)
+    out.update(lr=float(lr), grad_norm=float(norm))
+    return out
+
+
+def _mean(logs: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    keys = sorted({k for log in logs for k in log})
+    return {k: float(np.mean([log[k] for log in logs if k in log])) for k in keys}
+
+
+def _all_reduce_mean(d: Dist, log: dict[str, float]) -> dict[str, float]:
+    if d.world <= 1:
+        return log
+    keys = sorted(log)
+    t = torch.tensor([log[k] for k in keys], dtype=torch.float64, device=d.device)
+    dist.all_reduce(t)
+    return {k: float(v) / d.world for k, v in zip(keys, t.tolist(), strict=True)}
+
+
+@torch.no_grad()
+def evaluate(state: State, loader: DataLoader) -> dict[str, float]:
+    """Mean loss parts over ``loader`` with the model in eval mode (no gradients)."""
+    state.raw_model.eval()
+    saved = state.model
+    state.model = state.raw_model  # no DDP hooks outside training
+    try:
+        logs = [compute_losses(state, batch)[1] for batch in loader]
+    finally:
+        state.model = saved
+        state.raw_model.train()
+    return _mean(logs)
+
+
+# ---- checkpoints --------------------------------------------------------------------
+
+
+def _rng_state() -> dict[str, Any]:
+    out = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def _set_rng_state(rng: Mapping[str, Any]) -> None:
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def save_checkpoint(state: State) -> Path:
+    """Write ``out_dir/checkpoint`` atomically: a temporary folder is filled by every
+    rank (its RNG state) and rank 0 (the rest), then renamed over the old one."""
+    d, out = state.dist, Path(state.cfg.out_dir)
+    final = out / CHECKPOINT
+    tmp = out / f".{CHECKPOINT}.tmp"
+    if d.main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier(d)
+    torch.save(_rng_state(), tmp / f"rng_{d.rank}.pt")
+    if d.main:
+        torch.save(
+            {
+                "model": state.raw_model.state_dict(),
+                "optimizer": state.optimizer.state_dict(),
+                "scheduler": state.scheduler.state_dict(),
+                "scaler": state.scaler.state_dict(),
+                "step": state.step,
+                "epoch": state.epoch,
+                "position": state.position,
+                "world": d.world,
+            },
+            tmp / _STATE_FILE,
+        )
+        (tmp / _CONFIG_FILE).write_text(json.dumps(to_dict(state.cfg), indent=2) + "\n")
+    _barrier(d)
+    if d.main:
+        _fsync_dir(tmp)
+        old = out / f".{CHECKPOINT}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)  # the commit point
+        shutil.rmtree(old, ignore_errors=True)
+    _barrier(d)
+    return final
+
+
+def _fsync_dir(folder: Path) -> None:
+    for f in folder.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The complete checkpoint of ``out_dir``: ``checkpoint/``, or the previous one when
+    a crash fell between the two renames of `save_checkpoint`."""
+    out = Path(out_dir)
+    for name in (CHECKPOINT, f".{CHECKPOINT}.old"):
+        if (out / name / _STATE_FILE).is_file():
+            return out / name
+    return None
+
+
+def load_checkpoint(state: State, folder: Path) -> None:
+    """Restore ``state`` (weights, optimizer, schedule, position, RNG) from ``folder``."""
+    d = state.dist
+    blob = torch.load(folder / _STATE_FILE, map_location=d.device, weights_only=False)
+    if blob["world"] != d.world:
+        raise ValueError(
+            f"checkpoint {folder} was written by {blob['world']} processes, "
+            f"this run has {d.world}; the batch shards would differ"
+        )
+    state.raw_model.load_state_dict(blob["model"])
+    state.optimizer.load_state_dict(blob["optimizer"])
+    state.scheduler.load_state_dict(blob["scheduler"])
+    state.scaler.load_state_dict(blob["scaler"])
+    state.step, state.epoch, state.position = blob["step"], blob["epoch"], blob["position"]
+    rng = torch.load(folder / f"rng_{d.rank}.pt", weights_only=False)
+    _set_rng_state(rng)
+
+
+def read_checkpoint_config(folder: str | Path) -> TrainConfig:
+    """The `TrainConfig` a checkpoint was written with."""
+    data = json.loads((Path(folder) / _CONFIG_FILE).read_text(encoding="utf-8"))
+    return from_dict(TrainConfig, data)
+
+
+# ---- the loop -----------------------------------------------------------------------
+
+
+def _micro_batches(state: State) -> Iterator[dict[str, Any]]:
+    """Endless micro-batches, epoch after epoch, keeping ``epoch``/``position`` current."""
+    while True:
+        state.sampler.set_epoch(state.epoch)
+        state.sampler.start = state.position
+        for batch in state.loader:
+            state.position += 1
+            yield batch
+        state.epoch += 1
+        state.position = 0
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines after ``step`` (written by a run that died after its last checkpoint)."""
+    if not path.is_file():
+        return
+    keep = [
+        line
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and json.loads(line)["step"] <= step
+    ]
+    with atomic_output(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+
+
+def _append_metrics(path: Path, record: Mapping[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+
+
+def fit(
+    cfg: TrainConfig,
+    tokenizer: Any,
+    data_root: str | Path,
+    cache_dir: str | Path,
+    on_step: Callable[[State, dict[str, float]], None] | None = None,
+    until: int | None = None,
+) -> dict[str, Any]:
+    """Train up to ``cfg.optim.max_steps`` optimizer steps (continuing from the
+    checkpoint when ``cfg.resume``); returns the last train log, last eval log and model
+    path. ``until`` stops this call earlier (the schedule still spans ``max_steps``: a
+    run cut in pieces follows the same curve). ``on_step(state, log)`` is called after
+    every step (progress hooks, tests)."""
+    d = init_distributed()
+    try:
+        return _fit(cfg, tokenizer, data_root, cache_dir, on_step, until, d)
+    finally:
+        if d.owns_group:
+            dist.destroy_process_group()
+
+
+def _fit(cfg, tokenizer, data_root, cache_dir, on_step, until, d: Dist) -> dict[str, Any]:
+    out = Path(cfg.out_dir)
+    metrics = out / METRICS
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+    state = setup(cfg, tokenizer, data_root, cache_dir, d)
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    if ckpt is not None:
+        load_checkpoint(state, ckpt)
+        rank_print(d, f"resumed from {ckpt} at step {state.step}")
+    if d.main:
+        if ckpt is not None:
+            _truncate_metrics(metrics, state.step)
+        else:
+            metrics.unlink(missing_ok=True)
+    _barrier(d)
+    o = cfg.optim
+    batches = _micro_batches(state)
+    bar = tqdm(total=o.max_steps, initial=state.step, disable=not d.main, desc="train", leave=False)
+    log: dict[str, float] = {}
+    val_log: dict[str, float] = {}
+    stop = o.max_steps if until is None else min(until, o.max_steps)
+    while state.step < stop:
+        micro = [next(batches) for _ in range(o.grad_accum)]
+        log = _all_reduce_mean(d, train_step(state, micro))
+        bar.update(1)
+        bar.set_postfix(loss=f"{log['loss/total']:.4f}")
+        if d.main and state.step % cfg.log_every == 0:
+            _append_metrics(metrics, {"step": state.step, "split": "train", **log})
+        if cfg.eval_every and state.val_loader and state.step % cfg.eval_every == 0:
+            val_log = evaluate(state, state.val_loader)
+            if d.main:
+                _append_metrics(metrics, {"step": state.step, "split": "val", **val_log})
+        if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+            save_checkpoint(state)
+        if on_step is not None:
+            on_step(state, log)
+    bar.close()
+    model_dir = out / "model"
+    if d.main:
+        save_vipet(state.raw_model, tokenizer, model_dir)
+        rank_print(d, f"saved model to {model_dir}")
+    _barrier(d)
+    return {"step": state.step, "train": log, "val": val_log, "model": model_dir}

@@ -1,0 +1,232 @@
+"""The trainer on a tiny phantom: metrics, exact resume, crash safety, torchrun."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.phantom.test_dataset import SMALL
+from vipet.config import from_dict, to_dict
+from vipet.data.dataset import DataConfig
+from vipet.data.tokenizer import save_tokenizer, synthetic_corpus, train_tokenizer
+from vipet.io.layouts import find_studies
+from vipet.model.checkpoint import load_vipet
+from vipet.phantom.dataset import write_dataset
+from vipet.preprocess.cache import build_cache
+from vipet.preprocess.pipeline import PreprocessConfig
+from vipet.train.config import OptimConfig, TrainConfig
+from vipet.train.losses import LossWeights
+from vipet.train.trainer import fit, lr_lambda, read_checkpoint_config
+
+GRID = (8, 32, 32)
+SCRIPT = Path(__file__).with_name("run_fit.py")
+PARTS = ("loss/lm", "loss/diag", "loss/align", "loss/total")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_tokenizer(synthetic_corpus(20, 0), vocab_size=600)
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tok, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tok")
+    save_tokenizer(tok, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("vipet_train")
+    root = base / "phantom"
+    write_dataset(root, 5, seed=3, layout="vimed", workers=1, config=SMALL, progress=False)
+    cache = base / "cache"
+    report = build_cache(find_studies(root), cache, PreprocessConfig(grid=GRID), progress=False)
+    assert not report.failed
+    return root, cache
+
+
+def _cfg(out: Path, **kw) -> TrainConfig:
+    optim = OptimConfig(lr=1e-3, warmup_steps=2, max_steps=kw.pop("max_steps", 6), batch_size=2)
+    data = DataConfig(langs=("en",), max_length=256)
+    return TrainConfig(model="tiny", data=data, optim=optim, out_dir=str(out), **kw)
+
+
+def _train_lines(out: Path) -> list[dict]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["split"] == "train"]
+
+
+def _losses(out: Path) -> dict[int, list[float]]:
+    return {r["step"]: [r[k] for k in PARTS] for r in _train_lines(out)}
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    model, _ = load_vipet(out / "model")
+    return model.state_dict()
+
+
+@pytest.fixture(scope="module")
+def straight(tok, data, tmp_path_factory) -> Path:
+    """The uninterrupted 6-step run every resume is compared with."""
+    out = tmp_path_factory.mktemp("run_a")
+    fit(_cfg(out, eval_every=3), tok, *data)
+    return out
+
+
+# ---- config ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"model": "huge"},
+        {"precision": "fp8"},
+        {"log_every": 0},
+        {"checkpoint_every": -1},
+        {"resume": "yes"},
+        {"val_split": "train"},
+    ],
+)
+def test_config_rejects_bad_values(kwargs) -> None:
+    with pytest.raises(ValueError):
+        TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"lr": 0.0}, {"max_steps": 0}, {"grad_accum": 0}])
+def test_optim_config_rejects_bad_values(kwargs) -> None:
+    with pytest.raises(ValueError):
+        OptimConfig(**kwargs)
+
+
+def test_config_round_trips_through_plain_data() -> None:
+    cfg = _cfg(Path("x"), resume=True)
+    assert from_dict(TrainConfig, to_dict(cfg)) == cfg
+
+
+def test_schedule_warms_up_then_decays_to_zero() -> None:
+    lrs = [lr_lambda(s, 2, 10) for s in range(11)]
+    assert lrs[0] == pytest.approx(0.5) and lrs[1] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[1:]))
+    assert lrs[10] == pytest.approx(0.0)
+
+
+# ---- runs -----------------------------------------------------------------------------
+
+
+def test_fit_logs_every_step_with_every_loss_part(straight) -> None:
+    lines = _train_lines(straight)
+    assert [r["step"] for r in lines] == [1, 2, 3, 4, 5, 6]
+    for r in lines:
+        for key in (*PARTS, "lr", "grad_norm"):
+            assert key in r and torch.isfinite(torch.tensor(r[key]))
+    assert lines[0]["lr"] == pytest.approx(5e-4)  # half-way through warm-up
+    vals = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in vals if r["split"] == "val"] == [3, 6]
+    assert (straight / "model" / "config.json").is_file()
+
+
+def test_resume_reproduces_the_uninterrupted_curve(tok, data, straight, tmp_path) -> None:
+    out = tmp_path / "run_b"
+    fit(_cfg(out, checkpoint_every=3, eval_every=3), tok, *data, until=3)
+    assert read_checkpoint_config(out / "checkpoint").optim.max_steps == 6
+    fit(_cfg(out, checkpoint_every=3, eval_every=3, resume=True), tok, *data)
+    a, b = _losses(straight), _losses(out)
+    assert sorted(b) == [1, 2, 3, 4, 5, 6]
+    for step in (4, 5, 6):
+        assert torch.allclose(torch.tensor(a[step]), torch.tensor(b[step]), atol=1e-5)
+    wa, wb = _weights(straight), _weights(out)
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_sigkill_mid_run_then_resume_matches(tok, tok_dir, data, straight, tmp_path) -> None:
+    out = tmp_path / "run_c"
+    cfg = _cfg(out, checkpoint_every=2, eval_every=3)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(to_dict(cfg)))
+    env = {**os.environ, "VIPET_TEST_SLEEP_AFTER_STEP": "3"}
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(config), str(tok_dir), *map(str, data)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        for line in proc.stdout:
+            if "step 3 done" in line:
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
+    # Only complete checkpoints: the step-2 one, nothing half-written in its place.
+    assert sorted(p.name for p in out.iterdir() if "checkpoint" in p.name) == ["checkpoint"]
+    assert {p.name for p in (out / "checkpoint").iterdir()} == {
+        "state.pt",
+        "rng_0.pt",
+        "config.json",
+    }
+    assert [r["step"] for r in _train_lines(out)] == [1, 2, 3]
+    fit(replace(cfg, resume=True), tok, *data)
+    a, c = _losses(straight), _losses(out)
+    assert sorted(c) == [1, 2, 3, 4, 5, 6]  # step 3 re-run, not logged twice
+    for step in range(1, 7):
+        assert torch.allclose(torch.tensor(a[step]), torch.tensor(c[step]), atol=1e-5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_cpu_processes(tok_dir, data, tmp_path) -> None:
+    out = tmp_path / "run_ddp"
+    cfg = _cfg(out, max_steps=2, checkpoint_every=2)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(to_dict(cfg)))
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        str(SCRIPT),
+        str(config),
+        str(tok_dir),
+        *map(str, data),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("VIPET_TEST_SLEEP_AFTER_STEP", None)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [r["step"] for r in _train_lines(out)] == [1, 2]
+    assert {p.name for p in (out / "checkpoint").iterdir()} >= {"rng_0.pt", "rng_1.pt"}
+    assert (out / "model" / "config.json").is_file()
+
+
+def test_grad_accum_without_alignment(tok, data, tmp_path) -> None:
+    cfg = _cfg(tmp_path, max_steps=2)
+    cfg = replace(
+        cfg,
+        optim=replace(cfg.optim, grad_accum=2),
+        loss=LossWeights(align=0.0),
+        val_split=None,
+    )
+    result = fit(cfg, tok, *data)
+    lines = _train_lines(tmp_path)
+    assert [r["step"] for r in lines] == [1, 2] and result["step"] == 2
+    assert "loss/align" not in lines[0] and torch.isfinite(torch.tensor(lines[-1]["loss/total"]))
