@@ -427,6 +427,51 @@ def evaluate(
 
 
 @app.command()
+def train(
+    config: Annotated[Path, typer.Option("--config", help="Training config YAML (configs/).")],
+    data: Annotated[
+        Path, typer.Option("--data", help="A ViPET dataset (e.g. vipet phantom output).")
+    ],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides.")] = None,
+    cache: Annotated[
+        Path | None, typer.Option("--cache", help="Preprocessed-sample cache (built when missing).")
+    ] = None,
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option(
+            "--tokenizer", help="A saved tokenizer; else one is trained on the train split."
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Workers for building the cache.")
+    ] = 2,
+) -> None:
+    """Train ViPET-VLM: cache the dataset on the model's grid, then fit (torchrun-ready)."""
+    from vipet.config import load_config
+    from vipet.data.tokenizer import corpus_from_dataset, load_tokenizer, train_tokenizer
+    from vipet.io import find_studies
+    from vipet.model.presets import PRESETS
+    from vipet.preprocess import PreprocessConfig
+    from vipet.preprocess.cache import build_cache
+    from vipet.train.config import TrainConfig
+    from vipet.train.trainer import fit
+
+    cfg = load_config(TrainConfig, config, overrides or [])
+    grid = tuple(PRESETS[cfg.model]["ct_encoder"]["image_size"])
+    cache = cache or Path(cfg.out_dir) / "cache"
+    if not (cache / "manifest.json").is_file():
+        typer.echo(f"building the sample cache on the {grid} grid -> {cache}")
+        build_cache(find_studies(data), cache, PreprocessConfig(grid=grid), workers=workers)
+    tok = (
+        load_tokenizer(tokenizer)
+        if tokenizer
+        else train_tokenizer(corpus_from_dataset(data), vocab_size=4000)
+    )
+    result = fit(cfg, tok, data, cache)
+    typer.echo(f"done: {result}")
+
+
+@app.command()
 def version() -> None:
     """Print the ViPET version."""
     typer.echo(__version__)

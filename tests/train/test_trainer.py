@@ -230,3 +230,32 @@ def test_grad_accum_without_alignment(tok, data, tmp_path) -> None:
     lines = _train_lines(tmp_path)
     assert [r["step"] for r in lines] == [1, 2] and result["step"] == 2
     assert "loss/align" not in lines[0] and torch.isfinite(torch.tensor(lines[-1]["loss/total"]))
+
+
+def test_cli_train_with_config_and_overrides(tmp_path, capsys) -> None:
+    from tests.phantom.test_dataset import SMALL
+    from vipet.cli import main
+    from vipet.phantom.dataset import write_dataset
+
+    data = tmp_path / "ph"
+    write_dataset(data, 4, seed=1, config=SMALL, progress=False)
+    out = tmp_path / "run"
+    config = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
+    code = main(
+        [
+            "train",
+            "--config",
+            str(config),
+            "--data",
+            str(data),
+            "optim.max_steps=2",
+            "optim.warmup_steps=0",
+            f"out_dir={out}",
+            "eval_every=0",
+            "checkpoint_every=0",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and (out / "model" / "config.json").is_file()
+    assert (out / "cache" / "manifest.json").is_file()
