@@ -24,3 +24,20 @@ def write_autopet(folder: Path, study: Study) -> Path:
     write_nifti_volume(study.pet, folder / "SUV.nii.gz")
     write_nifti_volume(resample_labels(study.lesion_mask, study.pet.grid), folder / "SEG.nii.gz")
     return folder
+
+
+def phantom_with_cache(
+    base: Path, n: int, grid: tuple[int, int, int], seed: int = 3
+) -> tuple[Path, Path]:
+    """A small phantom dataset (coarse test scanner) and its preprocessed-sample cache."""
+    from tests.phantom.test_dataset import SMALL
+    from vipet.io import find_studies
+    from vipet.phantom.dataset import write_dataset
+    from vipet.preprocess import PreprocessConfig
+    from vipet.preprocess.cache import build_cache
+
+    root, cache = base / "phantom", base / "cache"
+    write_dataset(root, n, seed=seed, layout="vimed", workers=1, config=SMALL, progress=False)
+    report = build_cache(find_studies(root), cache, PreprocessConfig(grid=grid), progress=False)
+    assert not report.failed, report.failed
+    return root, cache

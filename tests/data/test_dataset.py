@@ -8,17 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.phantom.test_dataset import SMALL
+from tests.helpers import phantom_with_cache
 from vipet.data.dataset import DataConfig, RegionCountBatchSampler, ViPetDataset, collate
 from vipet.data.prompts import IGNORE_INDEX
 from vipet.data.tokenizer import END_TOKEN, IMAGE_TOKEN, WHOLE, synthetic_corpus, train_tokenizer
 from vipet.errors import InputError
-from vipet.io.layouts import find_studies
 from vipet.model.diag_head import LABELS_PER_REGION, diag_targets
 from vipet.model.presets import build_model
-from vipet.phantom.dataset import write_dataset
-from vipet.preprocess.cache import build_cache
-from vipet.preprocess.pipeline import PreprocessConfig
 from vipet.reports.schema import REGIONS
 
 GRID = (8, 32, 32)
@@ -37,13 +33,7 @@ def model(tok):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> tuple[Path, Path]:
-    base = tmp_path_factory.mktemp("vipet_data")
-    root = base / "phantom"
-    write_dataset(root, 4, seed=3, layout="vimed", workers=1, config=SMALL, progress=False)
-    cache = base / "cache"
-    report = build_cache(find_studies(root), cache, PreprocessConfig(grid=GRID), progress=False)
-    assert not report.failed
-    return root, cache
+    return phantom_with_cache(tmp_path_factory.mktemp("vipet_data"), 4, GRID)
 
 
 @pytest.fixture(scope="module")

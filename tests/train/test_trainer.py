@@ -15,15 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import phantom_with_cache
 from tests.phantom.test_dataset import SMALL
 from vipet.config import from_dict, to_dict
 from vipet.data.dataset import DataConfig
 from vipet.data.tokenizer import save_tokenizer, synthetic_corpus, train_tokenizer
-from vipet.io.layouts import find_studies
 from vipet.model.checkpoint import load_vipet
 from vipet.phantom.dataset import write_dataset
-from vipet.preprocess.cache import build_cache
-from vipet.preprocess.pipeline import PreprocessConfig
 from vipet.train.config import OptimConfig, TrainConfig
 from vipet.train.losses import LossWeights
 from vipet.train.trainer import fit, lr_lambda, read_checkpoint_config
@@ -47,13 +45,7 @@ def tok_dir(tok, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> tuple[Path, Path]:
-    base = tmp_path_factory.mktemp("vipet_train")
-    root = base / "phantom"
-    write_dataset(root, 5, seed=3, layout="vimed", workers=1, config=SMALL, progress=False)
-    cache = base / "cache"
-    report = build_cache(find_studies(root), cache, PreprocessConfig(grid=GRID), progress=False)
-    assert not report.failed
-    return root, cache
+    return phantom_with_cache(tmp_path_factory.mktemp("vipet_train"), 5, GRID)
 
 
 def _cfg(out: Path, **kw) -> TrainConfig:
@@ -233,9 +225,7 @@ def test_grad_accum_without_alignment(tok, data, tmp_path) -> None:
 
 
 def test_cli_train_with_config_and_overrides(tmp_path, capsys) -> None:
-    from tests.phantom.test_dataset import SMALL
     from vipet.cli import main
-    from vipet.phantom.dataset import write_dataset
 
     data = tmp_path / "ph"
     write_dataset(data, 4, seed=1, config=SMALL, progress=False)

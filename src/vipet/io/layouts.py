@@ -8,7 +8,7 @@ so a ViMed-PET release (which holds npz files) is never mistaken for something e
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vipet.errors import InputError, LayoutError
@@ -71,7 +71,7 @@ class StudyRef:
     def load(self, options: LoadOptions | None = None) -> Study:
         opts = options or LoadOptions()
         if self.study_id is not None:
-            opts = LoadOptions(**{**opts.__dict__, "study_id": self.study_id})
+            opts = replace(opts, study_id=self.study_id)
         return LAYOUTS[self.layout].load(self.path, opts)
 
 

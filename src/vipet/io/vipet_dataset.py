@@ -19,6 +19,7 @@ the preprocessing cache see the lesion masks.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ def load_dataset_study(path: StudyPath, options: LoadOptions) -> Study:
         raise LayoutError("a ViPET dataset is one folder, not a pair of files")
     entry = _entry(path, options.study_id)
     inner = path / entry["path"]
-    inner_opts = LoadOptions(**{**options.__dict__, "study_id": entry.get("study_id")})
+    inner_opts = replace(options, study_id=entry.get("study_id"))
     layout = _inner_layout(inner)
     study = layout.load(inner, inner_opts)
     per_suv = study.meta.get("pet_raw_per_suv")

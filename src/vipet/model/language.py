@@ -3,7 +3,7 @@ from a local path, optionally wrapped with LoRA through peft."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +86,3 @@ def apply_lora(model: PreTrainedModel, settings: LoraSettings) -> Any:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
-
-
-@dataclass
-class ParameterCount:
-    total: int = 0
-    trainable: int = 0
-    parts: dict[str, tuple[int, int]] = field(default_factory=dict)
