@@ -14,10 +14,17 @@ from vipet.model.language import load_language_model
 from vipet.model.vipet import ViPetModel
 
 
-def save_vipet(model: ViPetModel, tokenizer: Any, directory: str | Path) -> Path:
-    """``model.save_pretrained`` plus the tokenizer beside it."""
+def save_vipet(
+    model: ViPetModel,
+    tokenizer: Any,
+    directory: str | Path,
+    state_dict: dict[str, Any] | None = None,
+) -> Path:
+    """``model.save_pretrained`` plus the tokenizer beside it. ``state_dict``: the full
+    weights to write instead of the model's own (a sharded model's, gathered by the
+    caller), so the folder always holds an ordinary unsharded model."""
     folder = Path(directory)
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, state_dict=state_dict)
     save_tokenizer(tokenizer, folder)
     return folder
 

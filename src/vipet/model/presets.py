@@ -49,7 +49,42 @@ PRESETS: dict[str, dict[str, Any]] = {
             "num_key_value_heads": 2,
         },
     },
+    # GPU presets: the vision side only; the language model is a pretrained one from a
+    # local folder (TrainConfig.lm_path), e.g. Qwen2.5-1.5B-Instruct or a 7B model,
+    # trained with LoRA. Sized for one 24-80 GB card per process (see configs/gpu-*.yaml).
+    "gpu-base": {
+        "ct_encoder": {
+            "image_size": [32, 128, 128],
+            "patch_size": [4, 16, 16],
+            "width": 384,
+            "depth": 8,
+            "heads": 6,
+        },
+        "fusion": {"name": "cross_attention", "heads": 6},
+        "projector": {"kind": "perceiver", "num_latents": 64, "layers": 2, "heads": 8},
+        "diag_head": {"hidden": 512},
+    },
+    "gpu-large": {
+        "ct_encoder": {
+            "image_size": [48, 160, 160],
+            "patch_size": [4, 16, 16],
+            "width": 512,
+            "depth": 12,
+            "heads": 8,
+        },
+        "fusion": {"name": "cross_attention", "heads": 8},
+        "projector": {"kind": "perceiver", "num_latents": 96, "layers": 3, "heads": 8},
+        "diag_head": {"hidden": 768},
+    },
 }
+
+
+def model_grid(preset: str) -> tuple[int, int, int]:
+    """The region grid ``(D, H, W)`` a preset's encoders take: the grid to cache samples on."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; choose from {sorted(PRESETS)}")
+    d, h, w = (int(v) for v in PRESETS[preset]["ct_encoder"]["image_size"])
+    return (d, h, w)
 
 
 def model_config(preset: str, tokenizer: Any, **overrides: Any) -> ViPetConfig:
@@ -57,6 +92,11 @@ def model_config(preset: str, tokenizer: Any, **overrides: Any) -> ViPetConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; choose from {sorted(PRESETS)}")
     p = PRESETS[preset]
+    if "text" not in p:
+        raise ValueError(
+            f"model preset {preset!r} takes a pretrained language model: set lm_path to its "
+            "local folder"
+        )
     text = {
         "model_type": "llama",
         "vocab_size": len(tokenizer),

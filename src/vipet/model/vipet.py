@@ -157,12 +157,17 @@ class ViPetModel(PreTrainedModel):
         visual: VisualFeatures | None = None,
         output_attentions: bool = False,
         with_diag: bool = True,
+        with_language: bool = True,
         **lm_kwargs: object,
     ) -> ViPetOutput:
         """Teacher-forced pass. Give images as ``ct``/``pet`` or precomputed ``visual``.
-        ``labels``: -100 outside the answer tokens (the LM loss is on answers only)."""
+        ``labels``: -100 outside the answer tokens (the LM loss is on answers only).
+        ``with_language=False`` stops after the vision side (encoder pretraining)."""
         if visual is None and ct is not None:
             visual = self.encode_images(ct, pet, with_attention=output_attentions)
+        if not with_language:
+            diag = self.diagnose(visual) if (with_diag and visual is not None) else None
+            return ViPetOutput(diag_logits=diag, visual=visual)
         out = self.language_model(
             inputs_embeds=self.embed(input_ids, visual),
             attention_mask=attention_mask,

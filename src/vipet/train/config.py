@@ -10,10 +10,23 @@ import math
 from dataclasses import dataclass, field
 
 from vipet.data.dataset import DataConfig
+from vipet.model.fusion import FUSIONS
+from vipet.model.language import LoraSettings
 from vipet.model.presets import PRESETS
 from vipet.train.losses import LossWeights
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+STRATEGIES: tuple[str, ...] = ("ddp", "fsdp")
+"""How the processes of a ``torchrun`` job share the model (`TrainConfig.strategy`)."""
+PARTS: tuple[str, ...] = (
+    "ct_encoder",
+    "pet_encoder",
+    "fusion",
+    "multi_modal_projector",
+    "diag_head",
+    "language_model",
+)
+"""The named parts of `ViPetModel` a training stage can train (``trainable``)."""
 
 
 def _positive_int(name: str, value: object, minimum: int = 1) -> None:
@@ -70,7 +83,21 @@ class TrainConfig:
     """A whole training run: model, data, optimisation, losses, logging and output."""
 
     model: str = "tiny"
-    """Model preset name (`vipet.model.presets.PRESETS`)."""
+    """Model preset name (`vipet.model.presets.PRESETS`): the vision parts, and the
+    language model unless ``lm_path`` or ``init_from`` gives one."""
+    fusion: str | None = None
+    """Replace the preset's fusion (`vipet.model.fusion.FUSIONS`; ablations)."""
+    init_from: str | None = None
+    """A model saved by an earlier stage (its ``out_dir/model``) to start from; its
+    tokenizer is used."""
+    lm_path: str | None = None
+    """A pretrained causal LM in a local folder (GPU presets), loaded instead of the
+    preset's randomly initialised one."""
+    lora: LoraSettings | None = None
+    """LoRA adapters on the language model (its base weights then stay frozen)."""
+    trainable: tuple[str, ...] = ("all",)
+    """Parts trained in this stage ("all", or names from `vipet.train.build.PARTS`);
+    the others are frozen."""
     data: DataConfig = field(default_factory=DataConfig)
     """Which examples are made and how tasks are mixed."""
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -93,10 +120,23 @@ class TrainConfig:
     """"fp32", "bf16" or "fp16" autocast; mixed precision applies on CUDA only."""
     resume: bool = False
     """Continue from ``out_dir/checkpoint`` when it exists."""
+    strategy: str = "ddp"
+    """How the processes of a ``torchrun`` job share the model: "ddp" replicates it
+    (DistributedDataParallel); "fsdp" shards parameters, gradients and optimizer state
+    across the processes with PyTorch FSDP2 (`torch.distributed.fsdp.fully_shard`), so a
+    7B language model + LoRA fits. A single process ignores it."""
 
     def __post_init__(self) -> None:
         if self.model not in PRESETS:
             raise ValueError(f"unknown model preset {self.model!r}; choose from {sorted(PRESETS)}")
+        if self.fusion is not None and self.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {self.fusion!r}; choose from {sorted(FUSIONS)}")
+        parts = ("all", *PARTS)
+        bad = [t for t in self.trainable if t not in parts]
+        if bad or not self.trainable:
+            raise ValueError(
+                f"trainable must name parts from {list(parts)}, got {self.trainable!r}"
+            )
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         _positive_int("eval_every", self.eval_every, minimum=0)
@@ -104,6 +144,8 @@ class TrainConfig:
         _positive_int("log_every", self.log_every)
         if not self.out_dir:
             raise ValueError("out_dir must not be empty")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}")
         if not isinstance(self.resume, bool):
             raise ValueError(f"resume must be true or false, got {self.resume!r}")
         if self.val_split is not None and self.val_split == self.train_split:

@@ -8,10 +8,12 @@ every process. A resumed run therefore follows the same loss curve as one that n
 stopped. Checkpoints are written to a temporary folder and renamed into place, so
 ``out_dir/checkpoint`` is always a complete checkpoint or absent.
 
-**Distributed.** Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in DDP
-(gloo on CPU, nccl on CUDA); every process draws the same seeded batch order and takes
-every ``world_size``-th batch of it, so shards are disjoint and deterministic. Only rank
-0 prints, logs and saves.
+**Distributed.** Under ``torchrun`` (``WORLD_SIZE`` > 1; gloo on CPU, nccl on CUDA) the
+model is replicated with DDP, or sharded with FSDP2 (``strategy="fsdp"``: parameters,
+gradients and optimizer state split across processes). Every process draws the same
+seeded batch order and takes every ``world_size``-th batch of it, so shards are disjoint
+and deterministic. Only rank 0 prints, logs and saves; checkpoints and the final model
+hold ordinary full tensors whatever the strategy.
 """
 
 from __future__ import annotations
@@ -30,6 +32,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
@@ -40,10 +53,10 @@ from vipet.data.prompts import IGNORE_INDEX
 from vipet.io.atomic import atomic_output
 from vipet.model.checkpoint import save_vipet
 from vipet.model.diag_head import diag_loss
-from vipet.model.presets import build_model
 from vipet.model.vipet import ViPetModel
+from vipet.train.build import build_for_training, trainable_summary
 from vipet.train.config import TrainConfig
-from vipet.train.losses import combine, focal_tversky_loss
+from vipet.train.losses import combine, contrastive_loss, focal_tversky_loss
 
 CHECKPOINT = "checkpoint"
 METRICS = "metrics.jsonl"
@@ -151,7 +164,8 @@ class State:
     cfg: TrainConfig
     dist: Dist
     model: torch.nn.Module
-    """What is called: the DDP wrapper under torchrun, else the model itself."""
+    """What is called: the DDP wrapper under torchrun with strategy "ddp", else the model
+    itself (FSDP2 shards it in place: then ``model is raw_model``)."""
     raw_model: ViPetModel
     tokenizer: Any
     optimizer: torch.optim.Optimizer
@@ -191,12 +205,18 @@ def setup(
     d = d or Dist()
     o = cfg.optim
     _seed_all(o.seed)  # the same initial weights on every rank
-    raw = build_model(cfg.model, tokenizer).to(d.device)
+    raw, tokenizer = build_for_training(cfg, tokenizer)
+    raw = raw.to(d.device)
     raw.train()
+    rank_print(d, trainable_summary(raw))
     model: torch.nn.Module = raw
-    if d.world > 1:
+    if d.world > 1 and cfg.strategy == "fsdp":
+        model = shard_model(raw, cfg, d)
+    elif d.world > 1:
         ids = [d.device.index] if d.device.type == "cuda" else None
         model = DistributedDataParallel(raw, device_ids=ids, find_unused_parameters=True)
+    # After sharding: FSDP2 swaps the parameters for sharded ones, which the optimizer
+    # must hold (each rank then keeps the AdamW moments of its own shard only).
     params = [p for p in raw.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -229,6 +249,41 @@ def setup(
     )
 
 
+def shard_units(raw: ViPetModel) -> list[nn.Module]:
+    """The blocks FSDP shards one by one: each is all-gathered just before its forward
+    (and backward) and freed after, so only one block's full weights live at a time.
+    These are the transformer blocks of both 3D encoders and the language model's
+    decoder layers, found by class name (``LlamaDecoderLayer``, ``Qwen2DecoderLayer``, …)
+    so any causal LM, LoRA-wrapped or not, works; what is left belongs to the root."""
+    blocks = [b for enc in (raw.ct_encoder, raw.pet_encoder) for b in enc.blocks]
+    layers = [m for m in raw.language_model.modules() if type(m).__name__.endswith("DecoderLayer")]
+    return [*blocks, *layers]
+
+
+def _mixed_precision(cfg: TrainConfig, device: torch.device) -> MixedPrecisionPolicy:
+    """Gather and compute in bf16/fp16 on CUDA, keep the sharded weights and reduce the
+    gradients in fp32; fp32 throughout on CPU (as `_autocast`)."""
+    if device.type != "cuda" or cfg.precision == "fp32":
+        return MixedPrecisionPolicy()
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
+    return MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+
+
+def shard_model(raw: ViPetModel, cfg: TrainConfig, d: Dist) -> ViPetModel:
+    """Shard ``raw`` in place across the job with FSDP2: each of `shard_units`, then the
+    root (embeddings, heads, fusion, projector — the parameters left over)."""
+    mesh = init_device_mesh(d.device.type, (d.world,))
+    policy = _mixed_precision(cfg, d.device)
+    for unit in shard_units(raw):
+        fully_shard(unit, mesh=mesh, mp_policy=policy)
+    fully_shard(raw, mesh=mesh, mp_policy=policy)
+    return raw
+
+
+def _is_sharded(state: State) -> bool:
+    return isinstance(state.model, FSDPModule)
+
+
 # ---- steps --------------------------------------------------------------------------
 
 
@@ -246,6 +301,7 @@ def compute_losses(state: State, batch: Mapping[str, Any]) -> tuple[torch.Tensor
     t = {k: v.to(dev) for k, v in batch.items() if isinstance(v, torch.Tensor)}
     weights = state.cfg.loss
     align = weights.align > 0
+    answer = t["labels"] != IGNORE_INDEX
     with _autocast(state):
         out = state.model(
             input_ids=t["input_ids"],
@@ -254,15 +310,45 @@ def compute_losses(state: State, batch: Mapping[str, Any]) -> tuple[torch.Tensor
             ct=t["ct"],
             pet=t["pet"],
             output_attentions=align,
+            with_language=weights.lm > 0 or align,  # encoder pretraining needs no LM pass
         )
         parts: dict[str, torch.Tensor | None] = {"lm": out.loss}
         parts["diag"] = diag_loss(
             out.diag_logits.flatten(0, 1).float(), t["diag_targets"].flatten(0, 1)
         )
         if align:
-            maps = state.raw_model.attention_maps(out, t["input_ids"], t["labels"] != IGNORE_INDEX)
+            maps = state.raw_model.attention_maps(out, t["input_ids"], answer)
             parts["align"] = focal_tversky_loss(maps.float(), t["roi"])
+        if weights.contrastive > 0:
+            image = out.visual.tokens.float().mean(dim=1)
+            text = text_embedding(state.raw_model, t["input_ids"], answer)
+            parts["contrastive"] = contrastive_loss(image, text)
     return combine(parts, weights)
+
+
+@torch.no_grad()
+def text_embedding(
+    model: ViPetModel, input_ids: torch.Tensor, answer: torch.Tensor
+) -> torch.Tensor:
+    """``(B, hidden)``: the mean last hidden state of the language model over each
+    sample's answer tokens (the report), read alone — no image tokens in the context.
+
+    The text side is locked (no gradients): the contrastive stage teaches the vision side
+    to land where the language model already puts the report, which is also where the
+    projector must deliver its tokens later."""
+    b = input_ids.shape[0]
+    lengths = answer.sum(dim=1)
+    ids = torch.full((b, int(lengths.max())), model.config.text_config.pad_token_id or 0)
+    ids = ids.to(input_ids.device)
+    mask = torch.zeros_like(ids)
+    for i in range(b):
+        n = int(lengths[i])
+        ids[i, :n] = input_ids[i][answer[i]]
+        mask[i, :n] = 1
+    out = model.language_model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    hidden = out.hidden_states[-1].float()
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp_min(1)
 
 
 def _as_micro_batches(batch: Any) -> list[Mapping[str, Any]]:
@@ -277,13 +363,7 @@ def train_step(state: State, batch: Mapping[str, Any] | Sequence[Mapping[str, An
     state.model.train()
     logs: list[dict[str, float]] = []
     for i, mb in enumerate(micro):
-        last = i == len(micro) - 1
-        sync = (
-            state.model.no_sync()
-            if isinstance(state.model, DistributedDataParallel) and not last
-            else contextlib.nullcontext()
-        )
-        with sync:
+        with _gradient_sync(state, last=i == len(micro) - 1):
             total, log = compute_losses(state, mb)
             state.scaler.scale(total / len(micro)).backward()
         logs.append(log)
@@ -291,6 +371,8 @@ def train_step(state: State, batch: Mapping[str, Any] | Sequence[Mapping[str, An
     params = [p for g in state.optimizer.param_groups for p in g["params"]]
     clip = state.cfg.optim.clip_norm or float("inf")
     norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    if isinstance(norm, DTensor):  # FSDP: a norm over this rank's shards, still to reduce
+        norm = norm.full_tensor()
     lr = state.optimizer.param_groups[0]["lr"]
     state.scaler.step(state.optimizer)
     state.scaler.update()
@@ -300,6 +382,16 @@ def train_step(state: State, batch: Mapping[str, Any] | Sequence[Mapping[str, An
     out = _mean(logs)
     out.update(lr=float(lr), grad_norm=float(norm))
     return out
+
+
+def _gradient_sync(state: State, last: bool) -> contextlib.AbstractContextManager:
+    """Communicate gradients on the last micro-batch of a step only: the others
+    accumulate locally (DDP's ``no_sync``; FSDP's ``set_requires_gradient_sync``)."""
+    if isinstance(state.model, DistributedDataParallel) and not last:
+        return state.model.no_sync()
+    if isinstance(state.model, FSDPModule):
+        state.model.set_requires_gradient_sync(last)
+    return contextlib.nullcontext()
 
 
 def _mean(logs: Sequence[Mapping[str, float]]) -> dict[str, float]:
@@ -321,12 +413,16 @@ def evaluate(state: State, loader: DataLoader) -> dict[str, float]:
     """Mean loss parts over ``loader`` with the model in eval mode (no gradients)."""
     state.raw_model.eval()
     saved = state.model
-    state.model = state.raw_model  # no DDP hooks outside training
+    # No DDP hooks outside training. Under FSDP this is the sharded model itself: every
+    # rank must run the same forwards, as every rank gathers each block's weights.
+    state.model = state.raw_model
     try:
         logs = [compute_losses(state, batch)[1] for batch in loader]
     finally:
         state.model = saved
         state.raw_model.train()
+        if isinstance(saved, FSDPModule):
+            saved.reshard()  # the root keeps its weights gathered after a forward
     return _mean(logs)
 
 
@@ -352,9 +448,59 @@ def _set_rng_state(rng: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(rng["cuda"])
 
 
+_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+"""Gather sharded tensors to full CPU tensors on rank 0 (the other ranks get ``{}``)."""
+
+
+def _strategy(state: State) -> str:
+    if _is_sharded(state):
+        return "fsdp"
+    return "ddp" if state.dist.world > 1 else "single"
+
+
+def full_model_state(state: State) -> dict[str, Any]:
+    """The weights as ordinary full tensors. Under FSDP the shards are gathered: a
+    collective every rank must enter; rank 0 gets the tensors, the others ``{}``."""
+    if _is_sharded(state):
+        return get_model_state_dict(state.raw_model, options=_FULL)
+    return state.raw_model.state_dict()
+
+
+def full_optimizer_state(state: State) -> dict[str, Any]:
+    """The optimizer state as `torch.optim.Optimizer.state_dict` writes it (full tensors,
+    keyed by parameter index), whatever the strategy; a collective under FSDP, as
+    `full_model_state`."""
+    if not _is_sharded(state):
+        return state.optimizer.state_dict()
+    named = get_optimizer_state_dict(state.raw_model, state.optimizer, options=_FULL)
+    return _keyed_by_index(named) if named else {}
+
+
+def _keyed_by_index(named: Mapping[str, Any]) -> dict[str, Any]:
+    """A parameter-name-keyed optimizer state (`get_optimizer_state_dict`) keyed by
+    index instead, numbered through the param groups as ``Optimizer.state_dict`` does —
+    so a checkpoint reads the same, and resumes, under either strategy."""
+    index: dict[str, int] = {}
+    groups = []
+    for group in named["param_groups"]:
+        ids = [index.setdefault(name, len(index)) for name in group["params"]]
+        groups.append({**group, "params": ids})
+    return {"state": {index[k]: v for k, v in named["state"].items()}, "param_groups": groups}
+
+
+def _keyed_by_name(state: State, indexed: Mapping[str, Any]) -> dict[str, Any]:
+    """The inverse of `_keyed_by_index` for this run's optimizer (what
+    `set_optimizer_state_dict` reads)."""
+    names = {id(p): n for n, p in state.raw_model.named_parameters()}
+    order = [names[id(p)] for g in state.optimizer.param_groups for p in g["params"]]
+    groups = [{**g, "params": [order[i] for i in g["params"]]} for g in indexed["param_groups"]]
+    return {"state": {order[i]: v for i, v in indexed["state"].items()}, "param_groups": groups}
+
+
 def save_checkpoint(state: State) -> Path:
     """Write ``out_dir/checkpoint`` atomically: a temporary folder is filled by every
-    rank (its RNG state) and rank 0 (the rest), then renamed over the old one."""
+    rank (its RNG state) and rank 0 (the rest), then renamed over the old one. Under
+    FSDP every rank first helps gather the full weights and optimizer state."""
     d, out = state.dist, Path(state.cfg.out_dir)
     final = out / CHECKPOINT
     tmp = out / f".{CHECKPOINT}.tmp"
@@ -363,17 +509,19 @@ def save_checkpoint(state: State) -> Path:
         tmp.mkdir(parents=True)
     _barrier(d)
     torch.save(_rng_state(), tmp / f"rng_{d.rank}.pt")
+    model, optimizer = full_model_state(state), full_optimizer_state(state)  # all ranks
     if d.main:
         torch.save(
             {
-                "model": state.raw_model.state_dict(),
-                "optimizer": state.optimizer.state_dict(),
+                "model": model,
+                "optimizer": optimizer,
                 "scheduler": state.scheduler.state_dict(),
                 "scaler": state.scaler.state_dict(),
                 "step": state.step,
                 "epoch": state.epoch,
                 "position": state.position,
                 "world": d.world,
+                "strategy": _strategy(state),
             },
             tmp / _STATE_FILE,
         )
@@ -408,16 +556,30 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 
 def load_checkpoint(state: State, folder: Path) -> None:
-    """Restore ``state`` (weights, optimizer, schedule, position, RNG) from ``folder``."""
+    """Restore ``state`` (weights, optimizer, schedule, position, RNG) from ``folder``.
+    Under FSDP every rank reads the full tensors (memory-mapped, not all held in memory
+    at once) and keeps its own shard of them."""
     d = state.dist
-    blob = torch.load(folder / _STATE_FILE, map_location=d.device, weights_only=False)
+    sharded = _is_sharded(state)
+    blob = torch.load(
+        folder / _STATE_FILE,
+        map_location="cpu" if sharded else d.device,
+        mmap=sharded,
+        weights_only=False,
+    )
     if blob["world"] != d.world:
         raise ValueError(
             f"checkpoint {folder} was written by {blob['world']} processes, "
             f"this run has {d.world}; the batch shards would differ"
         )
-    state.raw_model.load_state_dict(blob["model"])
-    state.optimizer.load_state_dict(blob["optimizer"])
+    if sharded:
+        full = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(state.raw_model, blob["model"], options=full)
+        optimizer = _keyed_by_name(state, blob["optimizer"])
+        set_optimizer_state_dict(state.raw_model, state.optimizer, optimizer, options=full)
+    else:
+        state.raw_model.load_state_dict(blob["model"])
+        state.optimizer.load_state_dict(blob["optimizer"])
     state.scheduler.load_state_dict(blob["scheduler"])
     state.scaler.load_state_dict(blob["scaler"])
     state.step, state.epoch, state.position = blob["step"], blob["epoch"], blob["position"]
@@ -525,8 +687,11 @@ def _fit(cfg, tokenizer, data_root, cache_dir, on_step, until, d: Dist) -> dict[
             on_step(state, log)
     bar.close()
     model_dir = out / "model"
+    # Under FSDP the full weights are gathered (every rank) and passed to save_pretrained,
+    # so the saved model is an ordinary unsharded one.
+    weights = full_model_state(state) if _is_sharded(state) else None
     if d.main:
-        save_vipet(state.raw_model, tokenizer, model_dir)
+        save_vipet(state.raw_model, state.tokenizer, model_dir, state_dict=weights)
         rank_print(d, f"saved model to {model_dir}")
     _barrier(d)
     return {"step": state.step, "train": log, "val": val_log, "model": model_dir}

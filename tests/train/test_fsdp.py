@@ -1,0 +1,162 @@
+"""strategy="fsdp" (FSDP2) under torchrun on two CPU processes (gloo): every step logged,
+checkpoints and the final model hold ordinary full tensors, the math matches DDP, and a
+resumed run follows the uninterrupted curve."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.distributed.tensor import DTensor
+
+from tests.helpers import phantom_with_cache
+from tests.train.test_trainer import GRID, PARTS, SCRIPT, _free_port, _train_lines
+from vipet.config import to_dict
+from vipet.data.dataset import DataConfig
+from vipet.data.tokenizer import save_tokenizer, synthetic_corpus, train_tokenizer
+from vipet.model.checkpoint import load_vipet
+from vipet.model.vipet import ViPetModel
+from vipet.train.config import OptimConfig, TrainConfig
+
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tok")
+    save_tokenizer(train_tokenizer(synthetic_corpus(20, 0), vocab_size=600), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    return phantom_with_cache(tmp_path_factory.mktemp("vipet_fsdp"), 5, GRID)
+
+
+def _cfg(out: Path, strategy: str = "fsdp", **kw) -> TrainConfig:
+    """Two micro-batches of one example per step and rank: exercises gradient
+    accumulation (no sync on the first) and, with 5 studies, epoch roll-over."""
+    optim = OptimConfig(lr=1e-3, warmup_steps=2, max_steps=STEPS, batch_size=1, grad_accum=2)
+    return TrainConfig(
+        model="tiny",
+        data=DataConfig(langs=("en",), max_length=256),
+        optim=optim,
+        out_dir=str(out),
+        strategy=strategy,
+        checkpoint_every=2,
+        eval_every=2,
+        **kw,
+    )
+
+
+def _torchrun(cfg: TrainConfig, tok_dir: Path, data: tuple[Path, Path], until: int = 0) -> None:
+    config = Path(cfg.out_dir).with_suffix(".json")
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(json.dumps(to_dict(cfg)))
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        str(SCRIPT),
+        str(config),
+        str(tok_dir),
+        *map(str, data),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("VIPET_TEST_SLEEP_AFTER_STEP", None)
+    env.pop("VIPET_TEST_UNTIL", None)
+    if until:
+        env["VIPET_TEST_UNTIL"] = str(until)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
+def _curve(out: Path) -> dict[int, torch.Tensor]:
+    return {r["step"]: torch.tensor([r[k] for k in PARTS]) for r in _train_lines(out)}
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    model, _ = load_vipet(out / "model")
+    return model.state_dict()
+
+
+def _tensors(obj) -> list[torch.Tensor]:
+    """Every tensor nested in dicts/lists/tuples of ``obj``."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in _tensors(v)]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in _tensors(v)]
+    return []
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(tok_dir, data, tmp_path_factory) -> Path:
+    """The uninterrupted FSDP run the other tests compare with."""
+    out = tmp_path_factory.mktemp("fsdp") / "run"
+    _torchrun(_cfg(out), tok_dir, data)
+    return out
+
+
+def test_strategy_must_be_known() -> None:
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        TrainConfig(strategy="nope")
+
+
+def test_fsdp_logs_every_step_and_saves_a_plain_model(fsdp_run) -> None:
+    lines = _train_lines(fsdp_run)
+    assert [r["step"] for r in lines] == list(range(1, STEPS + 1))
+    for r in lines:
+        for key in (*PARTS, "lr", "grad_norm"):
+            assert isinstance(r[key], float) and torch.isfinite(torch.tensor(r[key])), key
+    records = [json.loads(x) for x in (fsdp_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["split"] == "val"] == [2, 4]
+    model, _ = load_vipet(fsdp_run / "model")
+    assert type(model) is ViPetModel
+    assert not any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def test_fsdp_checkpoint_holds_full_tensors(fsdp_run) -> None:
+    blob = torch.load(fsdp_run / "checkpoint" / "state.pt", weights_only=False)
+    assert blob["strategy"] == "fsdp" and blob["world"] == 2 and blob["step"] == STEPS
+    assert not any(isinstance(t, DTensor) for t in _tensors(blob))
+    weights = _weights(fsdp_run)
+    assert blob["model"].keys() == weights.keys()
+    assert all(blob["model"][k].shape == v.shape for k, v in weights.items())
+    # The optimizer state reads as Optimizer.state_dict writes it (keyed by index).
+    assert blob["optimizer"]["state"] and all(
+        isinstance(k, int) for k in blob["optimizer"]["state"]
+    )
+
+
+@pytest.mark.slow  # one more two-process launch (~15-20 s)
+def test_fsdp_matches_ddp(tok_dir, data, fsdp_run, tmp_path) -> None:
+    out = tmp_path / "ddp"
+    _torchrun(_cfg(out, strategy="ddp"), tok_dir, data)
+    a, b = _curve(fsdp_run), _curve(out)
+    assert sorted(a) == sorted(b)
+    for step in a:  # the same math; only the order of the gradient reductions differs
+        assert torch.allclose(a[step], b[step], atol=1e-5), step
+    wa, wb = _weights(fsdp_run), _weights(out)
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
+
+
+def test_fsdp_resume_reproduces_the_uninterrupted_curve(tok_dir, data, fsdp_run, tmp_path):
+    out = tmp_path / "resumed"
+    _torchrun(_cfg(out), tok_dir, data, until=2)
+    assert [r["step"] for r in _train_lines(out)] == [1, 2]
+    _torchrun(_cfg(out, resume=True), tok_dir, data)
+    a, b = _curve(fsdp_run), _curve(out)
+    assert sorted(b) == list(range(1, STEPS + 1))
+    for step in range(3, STEPS + 1):
+        assert torch.equal(a[step], b[step]), step
+    wa, wb = _weights(fsdp_run), _weights(out)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
