@@ -383,6 +383,12 @@ def evaluate(
     meteor: Annotated[
         bool, typer.Option("--meteor/--no-meteor", help="METEOR through Java when present.")
     ] = True,
+    max_studies: Annotated[
+        int | None,
+        typer.Option(
+            "--max-studies", min=1, help="Score only the split's first N studies (quick runs)."
+        ),
+    ] = None,
 ) -> None:
     """Score reports and answers: NLG, clinical F1-T/TP/TF/TPF, VQA; table and plots.
     Without --predictions or --checkpoint: the baselines and the reference-report ceiling."""
@@ -399,31 +405,41 @@ def evaluate(
         raise ConfigError("give one of --predictions PRED.jsonl or --checkpoint CKPT, not both")
     m = None if meteor else False
     results = {}
+
+    def score(preds: list[dict]) -> dict:
+        return run_eval(preds, data, split, lang, meteor=m, max_studies=max_studies)
+
     if checkpoint is not None:
         from vipet.inference.predictor import predict_dataset
 
-        results[checkpoint.name] = run_eval(
-            predict_dataset(checkpoint, data, split, lang), data, split, lang, meteor=m
+        results[checkpoint.name] = score(
+            predict_dataset(checkpoint, data, split, lang, max_studies=max_studies)
         )
     elif predictions is not None:
-        results[predictions.stem] = run_eval(
-            read_predictions(predictions), data, split, lang, meteor=m
-        )
+        results[predictions.stem] = score(read_predictions(predictions))
     else:  # the floor (baselines) and the ceiling (the reference reports scored as predictions)
         from vipet.evaluation.runner import reference_predictions
 
-        results["reference reports (ceiling)"] = run_eval(
-            reference_predictions(data, split, lang), data, split, lang, meteor=m
-        )
+        results["reference reports (ceiling)"] = score(reference_predictions(data, split, lang))
         baselines = True
     if baselines:
         for kind in BASELINES:
-            results[f"baseline: {kind}"] = run_eval(
-                baseline_predictions(data, split, lang, kind), data, split, lang, meteor=m
-            )
+            results[f"baseline: {kind}"] = score(baseline_predictions(data, split, lang, kind))
     files = write_results(results, out)
     typer.echo(markdown_table(results))
     typer.echo("wrote " + ", ".join(str(f) for f in files))
+
+
+def _ensure_cache(data: Path, cache: Path, preset: str, workers: int) -> Path:
+    """The sample cache of ``data`` on the grid of model ``preset``, built when missing."""
+    from vipet.model.presets import model_grid
+    from vipet.preprocess.cache import MANIFEST, ensure_cache
+
+    grid = model_grid(preset)
+    if not (cache / MANIFEST).is_file():
+        typer.echo(f"building the sample cache on the {grid} grid -> {cache}")
+    ensure_cache(data, cache, grid, workers=workers)
+    return cache
 
 
 @app.command()
@@ -449,26 +465,68 @@ def train(
     """Train ViPET-VLM: cache the dataset on the model's grid, then fit (torchrun-ready)."""
     from vipet.config import load_config
     from vipet.data.tokenizer import corpus_from_dataset, load_tokenizer, train_tokenizer
-    from vipet.io import find_studies
-    from vipet.model.presets import PRESETS
-    from vipet.preprocess import PreprocessConfig
-    from vipet.preprocess.cache import build_cache
     from vipet.train.config import TrainConfig
     from vipet.train.trainer import fit
 
     cfg = load_config(TrainConfig, config, overrides or [])
-    grid = tuple(PRESETS[cfg.model]["ct_encoder"]["image_size"])
-    cache = cache or Path(cfg.out_dir) / "cache"
-    if not (cache / "manifest.json").is_file():
-        typer.echo(f"building the sample cache on the {grid} grid -> {cache}")
-        build_cache(find_studies(data), cache, PreprocessConfig(grid=grid), workers=workers)
-    tok = (
-        load_tokenizer(tokenizer)
-        if tokenizer
-        else train_tokenizer(corpus_from_dataset(data), vocab_size=4000)
-    )
+    cache = _ensure_cache(data, cache or Path(cfg.out_dir) / "cache", cfg.model, workers)
+    if tokenizer:
+        tok = load_tokenizer(tokenizer)
+    elif cfg.init_from or cfg.lm_path:
+        tok = None  # the earlier stage's or the pretrained LM's tokenizer is used
+    else:
+        tok = train_tokenizer(corpus_from_dataset(data), vocab_size=4000)
     result = fit(cfg, tok, data, cache)
     typer.echo(f"done: {result}")
+
+
+@app.command()
+def ablate(
+    config: Annotated[Path, typer.Option("--config", help="Base training config YAML.")],
+    data: Annotated[
+        Path, typer.Option("--data", help="A ViPET dataset (e.g. vipet phantom output).")
+    ],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="key.sub=value overrides for every variant.")
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option("--cache", help="Preprocessed-sample cache (built when missing)."),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder of the variants' runs and ablation.json/.md.")
+    ] = Path("runs/ablation"),
+    variants: Annotated[
+        str,
+        typer.Option("--variants", help="Comma-separated variants to run, in table order."),
+    ] = "full,concat,ct_only,pet_only,no_align,no_diag",
+    lang: Annotated[str, typer.Option("--lang", help="vi or en.")] = "vi",
+    max_studies: Annotated[
+        int | None,
+        typer.Option("--max-studies", min=1, help="Score only the test split's first N studies."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Workers for building the cache.")
+    ] = 2,
+) -> None:
+    """Train every variant (fusion swapped, a loss off) at the same budget and seed, then
+    score each: clinical F1, VQA, NLG and attention in lesion -> OUT/ablation.json/.md."""
+    from vipet.train.ablate import AblationConfig, markdown, parse_variants, run_ablation
+
+    ab = AblationConfig(
+        config=config,
+        data=data,
+        out=out,
+        cache=cache,
+        variants=parse_variants(variants),
+        overrides=tuple(overrides or ()),
+        lang=lang,
+        max_studies=max_studies,
+        workers=workers,
+    )
+    results = run_ablation(ab, log=typer.echo)
+    typer.echo(markdown(results))
+    typer.echo(f"wrote {out / 'ablation.json'}, {out / 'ablation.md'}")
 
 
 @app.command()

@@ -124,11 +124,14 @@ def test_diag_targets_and_roi_follow_the_ground_truth(ds) -> None:
         assert torch.equal(item["diag_targets"][0], diag_targets(lesions, region))
         assert torch.equal(item["roi"][0], whole["roi"][k])
         sample = ds._samples(sid)[region]
+        mask = ds.lesion_mask(sid, region)
         if sample.lesion is not None and (sample.lesion > 0).any():
             assert torch.equal(item["roi"][0], torch.from_numpy(sample.lesion > 0))
+            assert mask is not None and torch.equal(item["roi"][0], torch.from_numpy(mask))
             checked += 1
         else:
             assert torch.equal(item["roi"][0], torch.from_numpy(sample.roi))
+            assert mask is None  # the PET-ROI fallback is no lesion
     assert checked >= 1, "the phantom study should have lesions in some region"
 
 

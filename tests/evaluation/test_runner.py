@@ -9,7 +9,7 @@ import pytest
 
 from tests.phantom.test_dataset import SMALL
 from vipet.cli import main
-from vipet.errors import InputError
+from vipet.errors import ConfigError, InputError
 from vipet.evaluation.runner import (
     baseline_predictions,
     evaluate,
@@ -124,3 +124,24 @@ def test_checkpoint_path_generates_and_scores(dataset, tmp_path, capsys) -> None
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["ckpt"]["studies"] == len(split_ids(dataset, "test"))
     assert metrics["ckpt"]["vqa"]["n"] > 0
+
+
+def test_max_studies_scores_the_first_studies_of_the_split(dataset) -> None:
+    ids = split_ids(dataset, "test")
+    assert len(ids) >= 2 and split_ids(dataset, "test", 1) == ids[:1]
+    assert split_ids(dataset, "test", 99) == ids
+    with pytest.raises(ConfigError, match="max_studies"):
+        split_ids(dataset, "test", 0)
+    # Predictions of the first study only: scored as complete on the subset.
+    res = evaluate(_perfect(dataset)[:1], dataset, "test", "vi", meteor=False, max_studies=1)
+    assert res["studies"] == 1 and res["missing_predictions"] == []
+    assert res["nlg"]["bleu4"] == pytest.approx(1.0)
+
+
+def test_cli_evaluate_max_studies(dataset, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    args = ["evaluate", "--data", str(dataset), "--out", str(out), "--no-meteor"]
+    assert main([*args, "--max-studies", "1"]) == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {m["studies"] for m in metrics.values()} == {1}
+    assert main([*args, "--max-studies", "0"]) != 0

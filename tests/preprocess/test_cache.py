@@ -13,7 +13,7 @@ from vipet.config import load_config
 from vipet.errors import InputError
 from vipet.io import find_studies
 from vipet.preprocess import PreprocessConfig, preprocess_study
-from vipet.preprocess.cache import build_cache, load_shard
+from vipet.preprocess.cache import MANIFEST, build_cache, ensure_cache, load_shard
 
 CFG = PreprocessConfig(grid=(8, 32, 32))
 
@@ -83,3 +83,12 @@ def test_corrupt_shard_is_a_clear_error(tmp_path) -> None:
     bad.write_bytes(b"junk")
     with pytest.raises(InputError, match=r"x\.npz"):
         load_shard(bad)
+
+
+def test_ensure_cache_reuses_a_cache_on_the_same_grid_only(tmp_path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / MANIFEST).write_text(json.dumps({"config": {"grid": [8, 32, 32]}, "studies": []}))
+    assert ensure_cache(tmp_path / "no_data_needed", cache, (8, 32, 32)) is None
+    with pytest.raises(InputError, match="grid"):
+        ensure_cache(tmp_path / "no_data_needed", cache, (32, 128, 128))

@@ -272,12 +272,23 @@ class ViPetDataset(Dataset):
         return samples
 
     @staticmethod
-    def _roi(sample: RegionSample) -> np.ndarray:
+    def _lesion(sample: RegionSample) -> np.ndarray | None:
         if sample.lesion is not None:
             lesion = sample.lesion > 0
             if lesion.any():
                 return lesion
-        return sample.roi.astype(bool)
+        return None
+
+    @classmethod
+    def _roi(cls, sample: RegionSample) -> np.ndarray:
+        lesion = cls._lesion(sample)
+        return lesion if lesion is not None else sample.roi.astype(bool)
+
+    def lesion_mask(self, study_id: str, region: str) -> np.ndarray | None:
+        """The ``(D, H, W)`` bool lesion mask of one region, or None when the region holds
+        no lesion voxels — the case where an item's ``roi`` falls back to the PET ROI, which
+        evaluations of "did the model look at the lesion" must leave out."""
+        return self._lesion(self._samples(study_id)[region])
 
     # ---- items ----------------------------------------------------------------------
 

@@ -106,7 +106,8 @@ def clinical_scores(
 
     Returns ``{"T"|"TP"|"TF"|"TPF": {precision, recall, f1, tp, n_pred, n_ref},
     "f1_t", "f1_tp", "f1_tf", "f1_tpf", "n_studies", "suvmax_mae", "suvmax_n",
-    "size_mae_mm", "size_n", "per_type", "per_location"}``; the SUVmax and size errors and
+    "size_mae_mm", "size_n", "per_type", "per_location", "per_study"}``; ``per_study``
+    maps each study to its own f1_t ... f1_tpf (1 when both sides are empty); the SUVmax and size errors and
     the per-class breakdown are over TPF-matched pairs (errors only where both values are
     known). ``match_other``: see `match_lesions`.
     """
@@ -116,11 +117,14 @@ def clinical_scores(
     size_pairs: list[tuple[Any, Any]] = []
     by_type: dict[str, list[int]] = {}
     by_loc: dict[str, list[int]] = {}
+    per_study: dict[str, dict[str, float]] = {}
     for study in studies:
         pred = list(pred_by_study.get(study, ()))
         ref = list(ref_by_study.get(study, ()))
+        per_study[study] = {}
         for name, fields in METRICS.items():
             pairs = match_lesions(pred, ref, fields, match_other=match_other)
+            per_study[study][f"f1_{name.lower()}"] = _study_f1(len(pairs), len(pred), len(ref))
             totals[name][0] += len(pairs)
             totals[name][1] += len(pred)
             totals[name][2] += len(ref)
@@ -147,5 +151,13 @@ def clinical_scores(
         size_n=size_n,
         per_type=_per_class(by_type, LESION_TYPES),
         per_location=_per_class(by_loc, LOCATION_CLASSES),
+        per_study=per_study,
     )
     return result
+
+
+def _study_f1(tp: int, n_pred: int, n_ref: int) -> float:
+    """One study's F1; a normal study reported normal (nothing on either side) is 1."""
+    if n_pred == 0 and n_ref == 0:
+        return 1.0
+    return 2 * tp / (n_pred + n_ref)

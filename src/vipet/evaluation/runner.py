@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from vipet.errors import InputError
+from vipet.errors import ConfigError, InputError
 from vipet.io.atomic import atomic_write_bytes
 from vipet.io.vipet_dataset import ground_truth, read_dataset
 from vipet.reports.render import report_text
@@ -62,14 +62,21 @@ def as_text(report: str | Mapping[str, Any]) -> str:
     return report if isinstance(report, str) else report_text(report)
 
 
-def split_ids(data: Path, split: str) -> list[str]:
+def split_ids(data: Path, split: str, max_studies: int | None = None) -> list[str]:
+    """The study ids of ``split`` in the dataset's order; only the first ``max_studies``
+    when given (a fixed subset, so predictions and scores of a subset line up)."""
     desc = read_dataset(data)
     splits = desc.get("splits", {})
     if split not in splits:
         raise InputError(
             f"no split {split!r}; the dataset has {sorted(splits)}", data / "dataset.json"
         )
-    return list(splits[split])
+    if max_studies is not None and (
+        isinstance(max_studies, bool) or not isinstance(max_studies, int) or max_studies < 1
+    ):
+        raise ConfigError(f"max_studies must be a positive integer, got {max_studies!r}")
+    ids = list(splits[split])
+    return ids if max_studies is None else ids[:max_studies]
 
 
 def references(data: Path, ids: Iterable[str], lang: str) -> dict[str, dict[str, Any]]:
@@ -91,14 +98,17 @@ def evaluate(
     split: str = "test",
     lang: str = "vi",
     meteor: bool | None = None,
+    max_studies: int | None = None,
 ) -> dict[str, Any]:
-    """All scores of ``predictions`` against ``split`` of the dataset at ``data``."""
+    """All scores of ``predictions`` against ``split`` of the dataset at ``data``, or
+    against its first ``max_studies`` studies (``split_ids`` order; predictions of other
+    studies are ignored)."""
     from vipet.evaluation.clinical import clinical_scores
     from vipet.evaluation.nlg import nlg_scores
     from vipet.reports.extract import extract_findings
 
     data = Path(data)
-    ids = split_ids(data, split)
+    ids = split_ids(data, split, max_studies)
     by_id = {row["id"]: row for row in predictions if row.get("lang", lang) == lang}
     missing = [sid for sid in ids if sid not in by_id]
     if len(missing) == len(ids):
@@ -124,12 +134,30 @@ def evaluate(
         "clinical": clinical_scores(pred_lesions, ref_lesions),
         "distinct_reports": len(set(pred_text.values())) / max(1, len(pred_text)),
     }
+    result["per_study_f1"] = per_study_summary(result["clinical"]["per_study"])
     vqa_items = _vqa_items(by_id, refs, lang)
     if vqa_items:
         from vipet.evaluation.vqa import score_vqa
 
         result["vqa"] = score_vqa(vqa_items)
     return result
+
+
+def per_study_summary(per_study: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+    """Spread of the per-study F1s: a model that writes one memorised report scores well
+    on a few studies and badly on the rest, whatever its pooled F1."""
+    out: dict[str, Any] = {}
+    for key in ("f1_t", "f1_tpf"):
+        values = np.array([s[key] for s in per_study.values()], dtype=float)
+        if values.size == 0:
+            continue
+        out[key] = {
+            "mean": float(values.mean()),
+            "median": float(np.median(values)),
+            "p10": float(np.percentile(values, 10)),
+            "share_zero": float((values == 0).mean()),
+        }
+    return out
 
 
 def _vqa_items(
@@ -228,6 +256,7 @@ TABLE_COLUMNS = (
     ("closed acc.", ("vqa", "closed_accuracy")),
     ("VQA acc.", ("vqa", "accuracy")),
     ("distinct", ("distinct_reports",)),
+    ("study F1-T", ("per_study_f1", "f1_t", "mean")),
 )
 
 

@@ -46,6 +46,7 @@ class StudyContext:
             resampler_attention=None
             if v.resampler_attention is None
             else v.resampler_attention[:, i : i + 1],
+            diag_logits=None if v.diag_logits is None else v.diag_logits[:, i : i + 1],
         )
 
 
@@ -114,16 +115,26 @@ class Predictor:
 
 
 def predict_dataset(
-    checkpoint: str | Path, data: str | Path, split: str, lang: str, progress: bool = True
+    checkpoint: str | Path,
+    data: str | Path,
+    split: str,
+    lang: str,
+    progress: bool = True,
+    max_studies: int | None = None,
+    report_tokens: int = 400,
 ) -> list[dict[str, Any]]:
-    """Predictions (the runner's JSONL rows) for every study of ``split``."""
+    """Predictions (the runner's JSONL rows) for every study of ``split``, or for its
+    first ``max_studies`` (in ``split_ids`` order, the subset `evaluate` scores with the
+    same ``max_studies``): generation dominates evaluation time, so quick comparisons
+    such as ablations predict a subset. ``report_tokens``: the longest report generated."""
     from vipet.evaluation.runner import split_ids
     from vipet.io import LoadOptions, load_study
     from vipet.io.vipet_dataset import ground_truth
 
+    ids = split_ids(Path(data), split, max_studies)
     predictor = Predictor.from_checkpoint(checkpoint)
     rows = []
-    for sid in tqdm(split_ids(Path(data), split), desc=f"predict {split}", disable=not progress):
+    for sid in tqdm(ids, desc=f"predict {split}", disable=not progress):
         ctx = predictor.encode(load_study(data, LoadOptions(study_id=sid)))
         answers = [
             {
@@ -133,6 +144,11 @@ def predict_dataset(
             for q in ground_truth(data, sid).get(f"questions_{lang}", [])
         ]
         rows.append(
-            {"id": sid, "lang": lang, "report": predictor.report(ctx, lang), "answers": answers}
+            {
+                "id": sid,
+                "lang": lang,
+                "report": predictor.report(ctx, lang, max_new_tokens=report_tokens),
+                "answers": answers,
+            }
         )
     return rows

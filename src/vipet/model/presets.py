@@ -37,10 +37,12 @@ PRESETS: dict[str, dict[str, Any]] = {
             "width": 192,
             "depth": 4,
             "heads": 4,
+            "stem": "peak",
         },
         "fusion": {"name": "cross_attention", "heads": 4},
         "projector": {"kind": "perceiver", "num_latents": 32, "layers": 2, "heads": 4},
         "diag_head": {"hidden": 256},
+        "findings_token": True,
         "text": {
             "hidden_size": 256,
             "intermediate_size": 768,
@@ -108,11 +110,8 @@ def model_config(preset: str, tokenizer: Any, **overrides: Any) -> ViPetConfig:
         **p["text"],
     }
     kwargs = {
+        **{k: dict(v) if isinstance(v, dict) else v for k, v in p.items() if k != "text"},
         "text_config": text,
-        "ct_encoder": dict(p["ct_encoder"]),
-        "fusion": dict(p["fusion"]),
-        "projector": dict(p["projector"]),
-        "diag_head": dict(p["diag_head"]),
         "image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         **overrides,
     }

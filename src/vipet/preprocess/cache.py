@@ -209,3 +209,35 @@ def _run_pool(todo, config, options, shard_dir, workers):
             ref, key = futures[fut]
             exc = fut.exception()
             yield ref, key, exc if exc is not None else fut.result()
+
+
+def ensure_cache(
+    data: str | Path,
+    out: str | Path,
+    grid: tuple[int, int, int],
+    workers: int = 1,
+    progress: bool = True,
+) -> CacheReport | None:
+    """The cache of the dataset at ``data`` on the model grid ``grid`` in ``out``: built
+    with the default preprocessing when ``out`` has no manifest yet (the report is
+    returned), reused as it is otherwise (None). A cache made for another grid is refused,
+    since its samples would not fit the model."""
+    out = Path(out)
+    manifest = out / MANIFEST
+    if manifest.is_file():
+        try:
+            cached = json.loads(manifest.read_text(encoding="utf-8")).get("config", {})
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"unreadable cache manifest ({exc})", manifest) from exc
+        have = cached.get("grid") if isinstance(cached, dict) else None
+        if have is not None and tuple(have) != tuple(grid):
+            raise InputError(
+                f"the cache holds samples on grid {tuple(have)} but the model needs "
+                f"{tuple(grid)}; give another cache folder",
+                out,
+            )
+        return None
+    from vipet.io import find_studies
+
+    config = PreprocessConfig(grid=tuple(int(g) for g in grid))
+    return build_cache(find_studies(data), out, config, workers=workers, progress=progress)
