@@ -293,3 +293,30 @@ def test_encoder_weights_load_with_report(tmp_path) -> None:
     )
     x = torch.rand(1, 1, 8, 32, 32)
     torch.testing.assert_close(dst.ct_encoder(x), src.ct_encoder(x))
+
+
+def test_findings_token_carries_the_head_verdict_and_round_trips(tmp_path) -> None:
+    torch.manual_seed(0)
+    plain = ViPetModel(tiny_config())
+    m = ViPetModel(tiny_config(findings_token=True)).eval()
+    assert m.visual_tokens_per_region == plain.visual_tokens_per_region + 1
+    ids, ct, pet = batch(m)
+    out = m(ids, ct=ct, pet=pet, labels=ids, output_attentions=True)
+    assert out.visual.tokens.shape == (2, 3 * 5, 32)
+    # the diagnosis the LM reads is the one the findings loss trains
+    torch.testing.assert_close(
+        out.diag_logits, m.diag_head(out.visual.fused.flatten(0, 1)).view(2, 3, -1)
+    )
+    maps = m.attention_maps(out, ids, torch.ones_like(ids, dtype=torch.bool))
+    assert maps.shape == (2, 3, 8, 32, 32) and float(maps.max()) == pytest.approx(1.0)
+    # the last token of each region moves with the head's probabilities, nothing else
+    v = m.encode_images(ct, pet)
+    with torch.no_grad():
+        m.diag_head.mlp[-1].bias += 3.0
+    w = m.encode_images(ct, pet)
+    per_region = v.tokens.view(2, 3, 5, 32), w.tokens.view(2, 3, 5, 32)
+    assert torch.equal(per_region[0][:, :, :4], per_region[1][:, :, :4])
+    assert not torch.allclose(per_region[0][:, :, 4], per_region[1][:, :, 4])
+    m.save_pretrained(tmp_path)
+    again = ViPetModel.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(again(ids, ct=ct, pet=pet).logits, m(ids, ct=ct, pet=pet).logits)

@@ -289,3 +289,23 @@ def test_diag_loss_decreases(kind: str) -> None:
 def test_diag_loss_unknown_kind() -> None:
     with pytest.raises(ValueError, match=r"choose from \['bce', 'focal'\]"):
         diag_loss(torch.zeros(1, 3), torch.zeros(1, 3), kind="hinge")
+
+
+def test_peak_stem_sees_a_hot_voxel_wherever_it_sits_in_the_patch() -> None:
+    torch.manual_seed(0)
+    cfg = EncoderConfig(image_size=(8, 32, 32), patch_size=(4, 8, 8), width=16, depth=1, heads=2)
+    enc = ViT3D(EncoderConfig.from_dict({**cfg.to_dict(), "stem": "peak"}))
+    assert cfg.peak_block == (2, 2, 2)
+    base = torch.zeros(1, 1, 8, 32, 32)
+    # With the linear embedding zeroed, only the max-pooled path is left: a hot voxel
+    # moved inside its 2x2x2 sub-block gives the same token, as a peak detector should.
+    with torch.no_grad():
+        enc.patch_embed.weight.zero_()
+    a, b = base.clone(), base.clone()
+    a[0, 0, 0, 0, 0] = 1.0
+    b[0, 0, 1, 1, 1] = 1.0
+    ta, tb, t0 = enc(a), enc(b), enc(base)
+    torch.testing.assert_close(ta, tb)
+    assert not torch.allclose(ta, t0)
+    with pytest.raises(ValueError, match="stem"):
+        EncoderConfig.from_dict({**cfg.to_dict(), "stem": "resnet"})

@@ -55,6 +55,10 @@ class ViPetConfig(PreTrainedConfig):
     lora: dict | None = None
     """peft LoRA settings (r, alpha, dropout, target_modules) or None for full weights."""
     freeze_encoders: bool = False
+    findings_token: bool = False
+    """Append one token per region made from the findings head's probabilities to the
+    region's visual tokens (diagnosis-driven prompting): the language model then reads
+    the head's verdict directly instead of having to rediscover it in the latents."""
     attention_top_heads: float = 0.25
     """Share of (layer, head) pairs, most visually attentive first, kept for attention maps."""
     tie_word_embeddings: bool = False

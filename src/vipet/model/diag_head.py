@@ -138,8 +138,11 @@ class FindingsHead(nn.Module):
     def num_labels(self) -> int:
         return LABELS_PER_REGION
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``tokens`` (B, N, C) → logits (B, LABELS_PER_REGION)."""
+    def forward(
+        self, tokens: torch.Tensor, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``tokens`` (B, N, C) → logits (B, LABELS_PER_REGION); with
+        ``return_attention`` also the attention pool's weights over the tokens (B, N)."""
         if tokens.dim() != 3 or tokens.shape[-1] != self.config.width:
             raise ValueError(
                 f"findings head expects (B, N, {self.config.width}), got {tuple(tokens.shape)}"
@@ -147,7 +150,8 @@ class FindingsHead(nn.Module):
         h = self.ln(tokens)
         attn = torch.softmax(self.score(h).squeeze(-1), dim=-1)  # (B, N)
         pooled = torch.cat([h.mean(dim=1), torch.einsum("bn,bnc->bc", attn, h)], dim=-1)
-        return self.mlp(pooled)
+        logits = self.mlp(pooled)
+        return (logits, attn) if return_attention else logits
 
     def loss(
         self, logits: torch.Tensor, targets: torch.Tensor, kind: str = "bce", gamma: float = 2.0

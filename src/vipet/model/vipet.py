@@ -39,6 +39,7 @@ class VisualFeatures:
     resampler_attention: torch.Tensor | None  # (B, R, L, N), when asked for
     grid: tuple[int, int, int]  # encoder token grid per region (d, h, w)
     image_shape: tuple[int, int, int]  # (D, H, W) of each region volume
+    diag_logits: torch.Tensor | None = None  # (B, R, labels), when the findings token needs it
 
 
 @dataclass
@@ -65,6 +66,12 @@ class ViPetModel(PreTrainedModel):
         self.fusion = build_fusion(config.fusion_settings)
         self.multi_modal_projector = VisualProjector(config.projector_settings)
         self.diag_head = FindingsHead(config.diag_head_settings)
+        self.findings_projector = None
+        if config.findings_token:
+            hidden = config.projector_settings.out_width
+            self.findings_projector = nn.Sequential(
+                nn.Linear(self.diag_head.num_labels, hidden), nn.GELU(), nn.Linear(hidden, hidden)
+            )
         lm = (
             language_model
             if language_model is not None
@@ -90,7 +97,8 @@ class ViPetModel(PreTrainedModel):
 
     @property
     def visual_tokens_per_region(self) -> int:
-        return self.multi_modal_projector.num_tokens(self.ct_encoder.grid)
+        n = self.multi_modal_projector.num_tokens(self.ct_encoder.grid)
+        return n + (1 if self.findings_projector is not None else 0)
 
     def encode_images(
         self, ct: torch.Tensor, pet: torch.Tensor, with_attention: bool = False
@@ -108,19 +116,31 @@ class ViPetModel(PreTrainedModel):
         grid = self.ct_encoder.grid
         if with_attention:
             tokens, attn = self.multi_modal_projector(fused, grid, return_attention=True)
-            attn = attn.reshape(b, r, *attn.shape[1:])
         else:
             tokens, attn = self.multi_modal_projector(fused, grid), None
+        diag = None
+        if self.findings_projector is not None:
+            # The findings token's "attention" is the head's own pool over the tokens, so
+            # attention maps stay complete when the LM looks at the findings token.
+            diag, pool = self.diag_head(fused, return_attention=True)
+            tokens = torch.cat([tokens, self.findings_projector(torch.sigmoid(diag))[:, None]], 1)
+            attn = None if attn is None else torch.cat([attn, pool[:, None]], dim=1)
+            diag = diag.reshape(b, r, -1)
+        if attn is not None:
+            attn = attn.reshape(b, r, *attn.shape[1:])
         return VisualFeatures(
             tokens=tokens.reshape(b, r * tokens.shape[1], tokens.shape[2]),
             fused=fused.reshape(b, r, *fused.shape[1:]),
             resampler_attention=attn,
             grid=tuple(grid),
             image_shape=tuple(ct.shape[2:]),
+            diag_logits=diag,
         )
 
     def diagnose(self, visual: VisualFeatures) -> torch.Tensor:
         """Findings logits ``(B, R, n_labels_per_region)`` from the fused tokens."""
+        if visual.diag_logits is not None:
+            return visual.diag_logits
         b, r = visual.fused.shape[:2]
         logits = self.diag_head(visual.fused.reshape(b * r, *visual.fused.shape[2:]))
         return logits.reshape(b, r, -1)
@@ -239,6 +259,8 @@ class ViPetModel(PreTrainedModel):
             "diag_head": self.diag_head,
             "language_model": self.language_model,
         }
+        if self.findings_projector is not None:
+            parts["findings_projector"] = self.findings_projector
         return {
             name: (
                 sum(p.numel() for p in m.parameters()),

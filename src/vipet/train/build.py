@@ -60,8 +60,9 @@ def apply_trainable(model: ViPetModel, trainable: tuple[str, ...]) -> None:
     if "all" in trainable:
         return
     for name in PARTS:
-        if name not in trainable:
-            getattr(model, name).requires_grad_(False)
+        part = getattr(model, name)
+        if name not in trainable and part is not None:  # findings_projector is optional
+            part.requires_grad_(False)
 
 
 def trainable_summary(model: ViPetModel) -> str:

@@ -25,6 +25,7 @@ PARTS: tuple[str, ...] = (
     "multi_modal_projector",
     "diag_head",
     "language_model",
+    "findings_projector",
 )
 """The named parts of `ViPetModel` a training stage can train (``trainable``)."""
 
