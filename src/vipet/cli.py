@@ -6,6 +6,7 @@ Every user-facing failure is a `ViPetError`; `main` prints it as one line and ex
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import datetime, time
 from pathlib import Path
@@ -389,6 +390,14 @@ def evaluate(
             "--max-studies", min=1, help="Score only the split's first N studies (quick runs)."
         ),
     ] = None,
+    by_region: Annotated[
+        bool,
+        typer.Option(
+            "--by-region/--whole-study",
+            help="With --checkpoint: write each report region by region (one generation per "
+            "region's images) instead of in one pass over the whole study.",
+        ),
+    ] = False,
 ) -> None:
     """Score reports and answers: NLG, clinical F1-T/TP/TF/TPF, VQA; table and plots.
     Without --predictions or --checkpoint: the baselines and the reference-report ceiling."""
@@ -411,10 +420,14 @@ def evaluate(
 
     if checkpoint is not None:
         from vipet.inference.predictor import predict_dataset
+        from vipet.io.atomic import atomic_write_bytes
 
-        results[checkpoint.name] = score(
-            predict_dataset(checkpoint, data, split, lang, max_studies=max_studies)
+        preds = predict_dataset(
+            checkpoint, data, split, lang, max_studies=max_studies, by_region=by_region
         )
+        results[checkpoint.name] = score(preds)
+        lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in preds)
+        atomic_write_bytes(out / "predictions.jsonl", lines.encode())  # to read and re-score
     elif predictions is not None:
         results[predictions.stem] = score(read_predictions(predictions))
     else:  # the floor (baselines) and the ceiling (the reference reports scored as predictions)
@@ -527,6 +540,19 @@ def ablate(
     results = run_ablation(ab, log=typer.echo)
     typer.echo(markdown(results))
     typer.echo(f"wrote {out / 'ablation.json'}, {out / 'ablation.md'}")
+
+
+@app.command()
+def curves(
+    run: Annotated[Path, typer.Argument(help="A training run folder (holds metrics.jsonl).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="PNG to write (default RUN/curves.png).")
+    ] = None,
+) -> None:
+    """Draw a run's training curves (every loss part, train and validation) as a PNG."""
+    from vipet.train.curves import plot_curves
+
+    typer.echo(f"wrote {plot_curves(run / 'metrics.jsonl', out, title=run.name)}")
 
 
 @app.command()

@@ -87,6 +87,12 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return tuple(_coerce(t, v, where) for t, v in zip(types_, value, strict=True))
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        # YAML 1.1 reads "5e-4" (no dot) as a string; accept what float() accepts
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if hint in (int, float, str, bool) and not isinstance(value, hint):

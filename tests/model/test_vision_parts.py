@@ -309,3 +309,42 @@ def test_peak_stem_sees_a_hot_voxel_wherever_it_sits_in_the_patch() -> None:
     assert not torch.allclose(ta, t0)
     with pytest.raises(ValueError, match="stem"):
         EncoderConfig.from_dict({**cfg.to_dict(), "stem": "resnet"})
+
+
+def test_token_lesion_targets_mark_every_patch_touching_a_lesion() -> None:
+    from vipet.model.diag_head import token_lesion_loss, token_lesion_targets
+
+    lesion = torch.zeros(2, 8, 32, 32, dtype=torch.bool)
+    lesion[0, 5, 9, 31] = True  # one voxel: patch (1, 1, 3) of the (2, 4, 4) grid
+    t = token_lesion_targets(lesion, (2, 4, 4))
+    assert t.shape == (2, 32) and t[0].sum() == 1 and t[1].sum() == 0
+    assert t[0].view(2, 4, 4)[1, 1, 3] == 1
+    right = torch.where(t > 0, 10.0, -10.0)
+    assert token_lesion_loss(right, lesion, (2, 4, 4)) < 1e-3
+    assert token_lesion_loss(-right, lesion, (2, 4, 4)) > 5
+
+
+def test_findings_head_scores_are_the_pool_logits() -> None:
+    torch.manual_seed(0)
+    head = FindingsHead(DiagHeadConfig(width=16, hidden=8)).eval()
+    tokens = torch.randn(3, 10, 16)
+    logits, scores = head(tokens, return_scores=True)
+    assert scores.shape == (3, 10)
+    torch.testing.assert_close(logits, head(tokens))
+
+
+def test_conv_stem_reaches_the_token_grid() -> None:
+    from vipet.model.encoder3d import stem_strides
+
+    assert stem_strides((4, 16, 16)) == [(1, 2, 2), (2, 2, 2), (2, 2, 2), (1, 2, 2)]
+    assert stem_strides((1, 1, 1)) == []
+    cfg = EncoderConfig(
+        image_size=(8, 32, 32), patch_size=(4, 8, 8), width=16, depth=1, heads=2, stem="conv"
+    )
+    enc = ViT3D(cfg)
+    out = enc(torch.rand(2, 1, 8, 32, 32))
+    assert out.shape == (2, cfg.num_tokens, 16)
+    out.sum().backward()
+    assert all(p.grad is not None for p in enc.patch_embed.parameters())
+    with pytest.raises(ValueError, match="power of two"):
+        stem_strides((3, 8, 8))

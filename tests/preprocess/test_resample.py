@@ -103,3 +103,13 @@ def test_labels_refuse_images() -> None:
     vol = Volume.on_grid(np.zeros(CT_GRID.shape, np.float32), CT_GRID, "CT", Units.HU)
     with pytest.raises(GeometryError, match="label"):
         resample_labels(vol, CT_GRID)
+
+
+def test_max_downsampling_keeps_a_small_hot_spot_hot() -> None:
+    arr = np.ones(CT_GRID.shape, np.float32)
+    arr[30, 48, 48] = 9.0  # a one-voxel hot spot (SUV 9 in SUV 1 background)
+    pet = Volume.on_grid(arr, CT_GRID, "PT", Units.SUVBW)
+    coarse = Grid((15, 24, 24), (8.0, 4.8, 4.8), CT_GRID.index_to_world(np.array([1.5, 1.5, 1.5])))
+    mean = resample_to_grid(pet, coarse).array.max()
+    peak = resample_to_grid(pet, coarse, reduce="max").array.max()
+    assert peak > 2 * mean and peak <= 9.0 + 1e-5

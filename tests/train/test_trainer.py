@@ -224,6 +224,19 @@ def test_grad_accum_without_alignment(tok, data, tmp_path) -> None:
     assert "loss/align" not in lines[0] and torch.isfinite(torch.tensor(lines[-1]["loss/total"]))
 
 
+def test_token_lesion_loss_and_a_fixed_validation_subset(tok, data, tmp_path) -> None:
+    cfg = replace(
+        _cfg(tmp_path, max_steps=2, eval_every=1, eval_batches=1),
+        loss=LossWeights(lesion=1.0),
+    )
+    fit(cfg, tok, *data)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["split"] == "train"]
+    val = [r for r in rows if r["split"] == "val"]
+    assert all(r["loss/lesion"] > 0 for r in train) and len(val) == 2
+    assert (tmp_path / "curves.png").is_file()  # drawn at the end of every run
+
+
 def test_cli_train_with_config_and_overrides(tmp_path, capsys) -> None:
     from vipet.cli import main
 

@@ -31,7 +31,8 @@ by ``DataConfig.seed``; shuffle across epochs with `RegionCountBatchSampler`.
 -100 outside the answer), ``ct``/``pet`` ``(R, D, H, W)`` float32 in [0, 1] and ``roi``
 ``(R, D, H, W)`` bool — R = 1 for a region example, 3 (in REGIONS order) for a
 whole-study one; ``roi`` is the lesion mask (labels > 0) of a region whose volume holds
-lesion voxels, else the PET ROI of the region —, ``diag_targets`` ``(R, 29)``, and
+lesion voxels, else the PET ROI of the region —, ``lesion`` ``(R, D, H, W)`` bool, the
+lesion mask itself (all False in a region without lesions), ``diag_targets`` ``(R, 29)``, and
 ``task``, ``study_id``, ``region`` (a REGIONS name or "whole").
 
 `collate` pads a batch (right padding) and stacks its images; all items of a batch must
@@ -284,6 +285,11 @@ class ViPetDataset(Dataset):
         lesion = cls._lesion(sample)
         return lesion if lesion is not None else sample.roi.astype(bool)
 
+    @classmethod
+    def _lesion_or_empty(cls, sample: RegionSample) -> np.ndarray:
+        lesion = cls._lesion(sample)
+        return lesion if lesion is not None else np.zeros(sample.ct.shape, dtype=bool)
+
     def lesion_mask(self, study_id: str, region: str) -> np.ndarray | None:
         """The ``(D, H, W)`` bool lesion mask of one region, or None when the region holds
         no lesion voxels — the case where an item's ``roi`` falls back to the PET ROI, which
@@ -327,6 +333,7 @@ class ViPetDataset(Dataset):
             "ct": torch.from_numpy(np.stack([s.ct for s in chosen]).astype(np.float32)),
             "pet": torch.from_numpy(np.stack([s.pet for s in chosen]).astype(np.float32)),
             "roi": torch.from_numpy(np.stack([self._roi(s) for s in chosen])),
+            "lesion": torch.from_numpy(np.stack([self._lesion_or_empty(s) for s in chosen])),
             "diag_targets": diag.reshape(len(chosen), LABELS_PER_REGION),
             "task": ex.task,
             "study_id": ex.study_id,
@@ -336,7 +343,7 @@ class ViPetDataset(Dataset):
 
 # ---- batching -----------------------------------------------------------------------
 
-_IMAGE_KEYS = ("ct", "pet", "roi", "diag_targets")
+_IMAGE_KEYS = ("ct", "pet", "roi", "lesion", "diag_targets")
 _TEXT_PADS = (("input_ids", None), ("attention_mask", 0), ("labels", IGNORE_INDEX))
 
 

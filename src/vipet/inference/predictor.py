@@ -23,6 +23,8 @@ from vipet.io.study import Study
 from vipet.model.checkpoint import load_vipet
 from vipet.model.vipet import ViPetModel, VisualFeatures
 from vipet.preprocess import PreprocessConfig, RegionSample, preprocess_study
+from vipet.reports.schema import FINDINGS_KEY
+from vipet.reports.vocab import nfc
 
 
 @dataclass
@@ -89,9 +91,17 @@ class Predictor:
         lang: str = "vi",
         region: str | None = None,
         max_new_tokens: int = 400,
+        by_region: bool = False,
     ) -> str:
-        """The whole-study report (``region`` None) or one region's findings."""
+        """The whole-study report (``region`` None) or one region's findings.
+
+        ``by_region``: write the study's report as its regions' findings sections, each
+        generated from that region's visual tokens alone, under the findings heading
+        (no musculoskeletal section or impression: no region prompt asks for them)."""
         n = self.model.visual_tokens_per_region
+        if region is None and by_region:
+            sections = [self.report(ctx, lang, r, max_new_tokens) for r in ctx.regions]
+            return nfc("\n".join([f"{FINDINGS_KEY[lang]}:", *sections]))
         visual = ctx.visual if region is None else ctx.region_visual(region)
         return self._generate(report_prompt(lang, region, n), visual, max_new_tokens)
 
@@ -122,11 +132,13 @@ def predict_dataset(
     progress: bool = True,
     max_studies: int | None = None,
     report_tokens: int = 400,
+    by_region: bool = False,
 ) -> list[dict[str, Any]]:
     """Predictions (the runner's JSONL rows) for every study of ``split``, or for its
     first ``max_studies`` (in ``split_ids`` order, the subset `evaluate` scores with the
     same ``max_studies``): generation dominates evaluation time, so quick comparisons
-    such as ablations predict a subset. ``report_tokens``: the longest report generated."""
+    such as ablations predict a subset. ``report_tokens``: the longest report generated
+    (per region with ``by_region``, see `Predictor.report`)."""
     from vipet.evaluation.runner import split_ids
     from vipet.io import LoadOptions, load_study
     from vipet.io.vipet_dataset import ground_truth
@@ -147,7 +159,9 @@ def predict_dataset(
             {
                 "id": sid,
                 "lang": lang,
-                "report": predictor.report(ctx, lang, max_new_tokens=report_tokens),
+                "report": predictor.report(
+                    ctx, lang, max_new_tokens=report_tokens, by_region=by_region
+                ),
                 "answers": answers,
             }
         )

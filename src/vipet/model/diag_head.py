@@ -139,19 +139,24 @@ class FindingsHead(nn.Module):
         return LABELS_PER_REGION
 
     def forward(
-        self, tokens: torch.Tensor, return_attention: bool = False
+        self, tokens: torch.Tensor, return_scores: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """``tokens`` (B, N, C) → logits (B, LABELS_PER_REGION); with
-        ``return_attention`` also the attention pool's weights over the tokens (B, N)."""
+        """``tokens`` (B, N, C) → logits (B, LABELS_PER_REGION); with ``return_scores``
+        also the attention pool's per-token scores (B, N) before the softmax.
+
+        The score doubles as a per-token lesion logit: the token-level lesion loss
+        (`token_lesion_loss`) trains it against the lesion mask, so the pool learns to
+        read the tokens that hold the findings."""
         if tokens.dim() != 3 or tokens.shape[-1] != self.config.width:
             raise ValueError(
                 f"findings head expects (B, N, {self.config.width}), got {tuple(tokens.shape)}"
             )
         h = self.ln(tokens)
-        attn = torch.softmax(self.score(h).squeeze(-1), dim=-1)  # (B, N)
+        scores = self.score(h).squeeze(-1)  # (B, N)
+        attn = torch.softmax(scores, dim=-1)
         pooled = torch.cat([h.mean(dim=1), torch.einsum("bn,bnc->bc", attn, h)], dim=-1)
         logits = self.mlp(pooled)
-        return (logits, attn) if return_attention else logits
+        return (logits, scores) if return_scores else logits
 
     def loss(
         self, logits: torch.Tensor, targets: torch.Tensor, kind: str = "bce", gamma: float = 2.0
@@ -204,3 +209,24 @@ def diag_loss(
         else torch.tensor(pos_weight, dtype=logits.dtype, device=logits.device)
     )
     return DIAG_LOSSES[kind](logits, targets, pw, gamma).mean()
+
+
+def token_lesion_targets(lesion: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    """``(B, D, H, W)`` bool lesion masks → ``(B, N)`` float: 1 for every encoder token
+    whose patch holds a lesion voxel (max over the patch)."""
+    b, d, h, w = lesion.shape
+    k = (d // grid[0], h // grid[1], w // grid[2])
+    pooled = F.max_pool3d(lesion[:, None].float(), kernel_size=k, stride=k)
+    return pooled.reshape(b, -1)
+
+
+def token_lesion_loss(
+    scores: torch.Tensor, lesion: torch.Tensor, grid: tuple[int, int, int], pos_weight: float = 20.0
+) -> torch.Tensor:
+    """Dense supervision of the findings head's token scores ``(B, N)`` by the lesion
+    masks ``(B, D, H, W)``: BCE per token, lesion tokens weighted ``pos_weight`` (they are
+    ~1 % of a region's tokens). 29 labels per region teach the encoders slowly where a
+    lesion is; one label per token teaches them fast."""
+    target = token_lesion_targets(lesion, grid).to(scores.dtype)
+    weight = torch.tensor(pos_weight, dtype=scores.dtype, device=scores.device)
+    return F.binary_cross_entropy_with_logits(scores, target, pos_weight=weight)

@@ -34,7 +34,7 @@ from vipet.model.layers import (
 log = logging.getLogger(__name__)
 
 POS_EMBEDS: tuple[str, ...] = ("learned", "sincos")
-STEMS: tuple[str, ...] = ("linear", "peak")
+STEMS: tuple[str, ...] = ("linear", "peak", "conv")
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,9 @@ class EncoderConfig(DictConfig):
     """Position embedding: "learned" (one vector per token) or "sincos" (fixed 3D
     sine–cosine, no parameters; a third of the channels per axis)."""
     stem: str = "linear"
-    """Patch embedding: "linear" (one Conv3d, kernel = stride = patch) or "peak" (the same
-    plus a Conv3d over the patch's sub-block maxima, see `ViT3D`)."""
+    """Patch embedding: "linear" (one Conv3d, kernel = stride = patch), "peak" (the same
+    plus a Conv3d over the patch's sub-block maxima) or "conv" (a small strided 3D CNN
+    down to the token grid, see `conv_stem`)."""
 
     def __post_init__(self) -> None:
         for name in ("image_size", "patch_size"):
@@ -117,6 +118,45 @@ def sincos_embedding_3d(grid: tuple[int, int, int], width: int) -> torch.Tensor:
     return nn.functional.pad(emb, (0, width - emb.shape[1]))
 
 
+def stem_strides(patch: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+    """The patch factored into stride-2 steps per axis, longest axes first: (4, 16, 16)
+    → (1,2,2), (2,2,2), (2,2,2), (1,2,2)."""
+    left = list(patch)
+    out = []
+    while any(s > 1 for s in left):
+        top = max(left)
+        step = tuple(2 if s == top or (s > 1 and s * 2 >= top) else 1 for s in left)
+        for i, s in enumerate(step):
+            if left[i] % s:
+                raise ValueError(f"patch {tuple(patch)} is not a power of two on every axis")
+            left[i] //= s
+        out.append(step)
+    return out
+
+
+def conv_stem(in_channels: int, width: int, patch: tuple[int, int, int]) -> nn.Sequential:
+    """A strided 3D CNN from voxels to the token grid: 3x3x3 convolutions, channels
+    doubling from 16, each step halving the axes the patch still has to reduce.
+
+    Why: a 10 mm lesion is a few voxels in a 1000-voxel patch. Small convolutions find a
+    local hot spot with few weights and few examples (translation equivariance), where a
+    ViT's linear patch embedding has to learn the same detector at every position of the
+    patch — on a few hundred training volumes it does not get there."""
+    layers: list[nn.Module] = []
+    strides = stem_strides(patch)
+    c_in = in_channels
+    for i, stride in enumerate(strides):
+        last = i == len(strides) - 1
+        c_out = width if last else min(16 * 2**i, width)
+        layers.append(nn.Conv3d(c_in, c_out, kernel_size=3, stride=stride, padding=1))
+        if not last:
+            layers.append(nn.GELU())
+        c_in = c_out
+    if not strides:  # patch (1, 1, 1): a pointwise embedding
+        layers.append(nn.Conv3d(in_channels, width, kernel_size=1))
+    return nn.Sequential(*layers)
+
+
 class ViT3D(nn.Module):
     """3D ViT: ``(B, in_channels, D, H, W) → (B, N, width)``."""
 
@@ -124,9 +164,12 @@ class ViT3D(nn.Module):
         super().__init__()
         self.config = config
         c = config.width
-        self.patch_embed = nn.Conv3d(
-            config.in_channels, c, kernel_size=config.patch_size, stride=config.patch_size
-        )
+        if config.stem == "conv":
+            self.patch_embed = conv_stem(config.in_channels, c, tuple(config.patch_size))
+        else:
+            self.patch_embed = nn.Conv3d(
+                config.in_channels, c, kernel_size=config.patch_size, stride=config.patch_size
+            )
         # "peak" stem: a linear patch embedding averages a 10 mm lesion away among the
         # ~1000 voxels of a patch, and a linear map cannot say "there is a hot spot
         # somewhere in here". Max-pooling sub-blocks first keeps the hot spot's value,

@@ -39,7 +39,8 @@ class VisualFeatures:
     resampler_attention: torch.Tensor | None  # (B, R, L, N), when asked for
     grid: tuple[int, int, int]  # encoder token grid per region (d, h, w)
     image_shape: tuple[int, int, int]  # (D, H, W) of each region volume
-    diag_logits: torch.Tensor | None = None  # (B, R, labels), when the findings token needs it
+    diag_logits: torch.Tensor | None = None  # (B, R, labels), once computed
+    lesion_scores: torch.Tensor | None = None  # (B, R, N) findings-head token scores
 
 
 @dataclass
@@ -122,10 +123,11 @@ class ViPetModel(PreTrainedModel):
         if self.findings_projector is not None:
             # The findings token's "attention" is the head's own pool over the tokens, so
             # attention maps stay complete when the LM looks at the findings token.
-            diag, pool = self.diag_head(fused, return_attention=True)
+            diag, scores = self.diag_head(fused, return_scores=True)
             tokens = torch.cat([tokens, self.findings_projector(torch.sigmoid(diag))[:, None]], 1)
-            attn = None if attn is None else torch.cat([attn, pool[:, None]], dim=1)
-            diag = diag.reshape(b, r, -1)
+            pool = torch.softmax(scores, dim=-1)[:, None]
+            attn = None if attn is None else torch.cat([attn, pool], dim=1)
+            diag, scores = diag.reshape(b, r, -1), scores.reshape(b, r, -1)
         if attn is not None:
             attn = attn.reshape(b, r, *attn.shape[1:])
         return VisualFeatures(
@@ -135,6 +137,7 @@ class ViPetModel(PreTrainedModel):
             grid=tuple(grid),
             image_shape=tuple(ct.shape[2:]),
             diag_logits=diag,
+            lesion_scores=None if diag is None else scores,
         )
 
     def diagnose(self, visual: VisualFeatures) -> torch.Tensor:
@@ -142,8 +145,15 @@ class ViPetModel(PreTrainedModel):
         if visual.diag_logits is not None:
             return visual.diag_logits
         b, r = visual.fused.shape[:2]
-        logits = self.diag_head(visual.fused.reshape(b * r, *visual.fused.shape[2:]))
-        return logits.reshape(b, r, -1)
+        logits, scores = self.diag_head(
+            visual.fused.reshape(b * r, *visual.fused.shape[2:]), return_scores=True
+        )
+        # kept on the features: the token-level lesion loss reads the same scores
+        visual.diag_logits, visual.lesion_scores = (
+            logits.reshape(b, r, -1),
+            scores.reshape(b, r, -1),
+        )
+        return visual.diag_logits
 
     # --- language -------------------------------------------------------------------
 

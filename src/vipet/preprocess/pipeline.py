@@ -47,8 +47,15 @@ class PetConfig:
     """"log" (log1p, keeps hot lesions apart without saturating) or "linear"."""
     vmax: float = 30.0
     """Value mapped to 1.0: SUV 30 by default (DOMAIN §6 clip [0, 30])."""
+    downsample: str = "max"
+    """Block filter when the model grid is coarser than the PET: "max" keeps each block's
+    SUVmax, so a 10 mm lesion inside a 12 mm model slice stays as hot as it is (the
+    report quotes SUVmax); "mean" averages it with its surroundings — on the phantom only
+    one lesion in ten then outshines the region's 99th percentile."""
 
     def __post_init__(self) -> None:
+        if self.downsample not in ("max", "mean"):
+            raise ValueError(f"pet.downsample must be 'max' or 'mean', got {self.downsample!r}")
         if self.units not in (Units.SUVBW.value, Units.RAW.value):
             raise ValueError(f"pet.units must be 'SUVbw' or 'raw', got {self.units!r}")
         if self.scaling not in PET_SCALINGS:
@@ -117,7 +124,9 @@ def preprocess_study(study: Study, config: PreprocessConfig | None = None) -> li
 def _region_sample(study: Study, box: RegionBox, cfg: PreprocessConfig, basis: str) -> RegionSample:
     grid = box.grid(cfg.grid)
     ct = resample_to_grid(study.ct, grid, order=1, fill=AIR_HU, antialias=cfg.antialias)
-    pet = resample_to_grid(study.pet, grid, order=1, fill=0.0, antialias=cfg.antialias)
+    pet = resample_to_grid(
+        study.pet, grid, order=1, fill=0.0, antialias=cfg.antialias, reduce=cfg.pet.downsample
+    )
     pet_scaled = scale_pet(pet.array, cfg.pet.scaling, cfg.pet.vmax)
     lesion = None
     if study.lesion_mask is not None:

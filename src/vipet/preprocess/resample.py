@@ -105,13 +105,15 @@ def resample_to_grid(
     order: int = 1,
     fill: float = 0.0,
     antialias: bool = True,
+    reduce: str = "mean",
 ) -> Volume:
     """``volume`` sampled at the centres of ``target``'s voxels, in world coordinates.
 
     ``order`` 1 is trilinear (images), 0 nearest (label masks: never averaged).
     Points outside the source take ``fill`` (−1024 HU for CT air, 0 for PET).
     With ``antialias``, the source is first block-reduced by the integer part of the
-    target/source footprint (mean for images, max for label masks), then sampled.
+    target/source footprint (``reduce``: "mean" or "max" for images; always max for
+    label masks), then sampled.
     """
     src = volume
     box = crop_box(src.grid, target)
@@ -127,7 +129,7 @@ def resample_to_grid(
         fp = footprint(src.grid, target)
         factors = (np.ceil(fp - 1e-6) if labels else np.floor(fp + 1e-6)).astype(int)
         factors = np.clip(factors, 1, np.asarray(src.shape))
-        src = block_reduce(src, tuple(factors), "max" if labels else "mean")
+        src = block_reduce(src, tuple(factors), "max" if labels else reduce)
     m = source_index_map(src.grid, target)
     data = src.array
     if order > 0 and data.dtype != np.float32:

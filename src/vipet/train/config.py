@@ -111,6 +111,9 @@ class TrainConfig:
     """Split evaluated every ``eval_every`` steps (None: no evaluation)."""
     eval_every: int = 0
     """Evaluate every this many optimizer steps (0: never)."""
+    eval_batches: int = 0
+    """Evaluate on the first this many validation batches only (0: all of them); the
+    validation order is fixed, so every evaluation sees the same examples."""
     checkpoint_every: int = 0
     """Write a resumable checkpoint every this many optimizer steps (0: never)."""
     log_every: int = 1
@@ -142,6 +145,7 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         _positive_int("eval_every", self.eval_every, minimum=0)
         _positive_int("checkpoint_every", self.checkpoint_every, minimum=0)
+        _positive_int("eval_batches", self.eval_batches, minimum=0)
         _positive_int("log_every", self.log_every)
         if not self.out_dir:
             raise ValueError("out_dir must not be empty")

@@ -66,9 +66,12 @@ class LossWeights:
     """Attention alignment (Focal Tversky); the published setup uses 0.5."""
     contrastive: float = 0.0
     """Image–report contrastive (encoder pretraining stage only)."""
+    lesion: float = 0.0
+    """Token-level lesion detection: the findings head's per-token scores against the
+    lesion mask (`vipet.model.diag_head.token_lesion_loss`)."""
 
     def __post_init__(self) -> None:
-        if min(self.lm, self.diag, self.align, self.contrastive) < 0:
+        if min(self.lm, self.diag, self.align, self.contrastive, self.lesion) < 0:
             raise ValueError("loss weights must be >= 0")
 
 

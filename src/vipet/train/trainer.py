@@ -19,6 +19,7 @@ hold ordinary full tensors whatever the strategy.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -52,10 +53,11 @@ from vipet.data.dataset import RegionCountBatchSampler, ViPetDataset, collate
 from vipet.data.prompts import IGNORE_INDEX
 from vipet.io.atomic import atomic_output
 from vipet.model.checkpoint import save_vipet
-from vipet.model.diag_head import diag_loss
+from vipet.model.diag_head import diag_loss, token_lesion_loss
 from vipet.model.vipet import ViPetModel
 from vipet.train.build import build_for_training, trainable_summary
 from vipet.train.config import TrainConfig
+from vipet.train.curves import plot_curves
 from vipet.train.losses import combine, contrastive_loss, focal_tversky_loss
 
 CHECKPOINT = "checkpoint"
@@ -316,6 +318,11 @@ def compute_losses(state: State, batch: Mapping[str, Any]) -> tuple[torch.Tensor
         parts["diag"] = diag_loss(
             out.diag_logits.flatten(0, 1).float(), t["diag_targets"].flatten(0, 1)
         )
+        if weights.lesion > 0:
+            scores = out.visual.lesion_scores
+            parts["lesion"] = token_lesion_loss(
+                scores.flatten(0, 1).float(), t["lesion"].flatten(0, 1), out.visual.grid
+            )
         if align:
             maps = state.raw_model.attention_maps(out, t["input_ids"], answer)
             parts["align"] = focal_tversky_loss(maps.float(), t["roi"])
@@ -410,14 +417,16 @@ def _all_reduce_mean(d: Dist, log: dict[str, float]) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate(state: State, loader: DataLoader) -> dict[str, float]:
-    """Mean loss parts over ``loader`` with the model in eval mode (no gradients)."""
+    """Mean loss parts over ``loader`` (its first ``cfg.eval_batches`` batches when set:
+    the same fixed subset every time) with the model in eval mode (no gradients)."""
     state.raw_model.eval()
     saved = state.model
     # No DDP hooks outside training. Under FSDP this is the sharded model itself: every
     # rank must run the same forwards, as every rank gathers each block's weights.
     state.model = state.raw_model
     try:
-        logs = [compute_losses(state, batch)[1] for batch in loader]
+        limit = state.cfg.eval_batches or None
+        logs = [compute_losses(state, batch)[1] for batch in itertools.islice(loader, limit)]
     finally:
         state.model = saved
         state.raw_model.train()
@@ -621,10 +630,24 @@ def _truncate_metrics(path: Path, step: int) -> None:
         tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
 
 
-def _append_metrics(path: Path, record: Mapping[str, Any]) -> None:
+def _append_metrics(path: Path, record: Mapping[str, Any], board: Any = None) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
         fh.flush()
+    if board is not None:
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and key != "step":
+                board.add_scalar(f"{record['split']}/{key}", value, record["step"])
+
+
+def _tensorboard(out: Path) -> Any:
+    """A TensorBoard writer into ``out/tensorboard`` when tensorboard is installed (it is
+    optional: metrics.jsonl and curves.png are always written)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
 
 
 def fit(
@@ -670,17 +693,18 @@ def _fit(cfg, tokenizer, data_root, cache_dir, on_step, until, d: Dist) -> dict[
     log: dict[str, float] = {}
     val_log: dict[str, float] = {}
     stop = o.max_steps if until is None else min(until, o.max_steps)
+    board = _tensorboard(out) if d.main else None
     while state.step < stop:
         micro = [next(batches) for _ in range(o.grad_accum)]
         log = _all_reduce_mean(d, train_step(state, micro))
         bar.update(1)
         bar.set_postfix(loss=f"{log['loss/total']:.4f}")
         if d.main and state.step % cfg.log_every == 0:
-            _append_metrics(metrics, {"step": state.step, "split": "train", **log})
+            _append_metrics(metrics, {"step": state.step, "split": "train", **log}, board)
         if cfg.eval_every and state.val_loader and state.step % cfg.eval_every == 0:
             val_log = evaluate(state, state.val_loader)
             if d.main:
-                _append_metrics(metrics, {"step": state.step, "split": "val", **val_log})
+                _append_metrics(metrics, {"step": state.step, "split": "val", **val_log}, board)
         if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
             save_checkpoint(state)
         if on_step is not None:
@@ -693,5 +717,9 @@ def _fit(cfg, tokenizer, data_root, cache_dir, on_step, until, d: Dist) -> dict[
     if d.main:
         save_vipet(state.raw_model, state.tokenizer, model_dir, state_dict=weights)
         rank_print(d, f"saved model to {model_dir}")
+        if metrics.is_file():
+            rank_print(d, f"training curves: {plot_curves(metrics, title=out.name)}")
+        if board is not None:
+            board.close()
     _barrier(d)
     return {"step": state.step, "train": log, "val": val_log, "model": model_dir}
