@@ -5,37 +5,20 @@ resumed run follows the uninterrupted curve."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch.distributed.tensor import DTensor
 
-from tests.helpers import phantom_with_cache
-from tests.train.test_trainer import GRID, PARTS, SCRIPT, _free_port, _train_lines
-from vipet.config import to_dict
+from tests.train.common import torchrun_fit
+from tests.train.test_trainer import PARTS, _train_lines
 from vipet.data.dataset import DataConfig
-from vipet.data.tokenizer import save_tokenizer, synthetic_corpus, train_tokenizer
 from vipet.model.checkpoint import load_vipet
 from vipet.model.vipet import ViPetModel
 from vipet.train.config import OptimConfig, TrainConfig
 
 STEPS = 4
-
-
-@pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tok")
-    save_tokenizer(train_tokenizer(synthetic_corpus(20, 0), vocab_size=600), folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> tuple[Path, Path]:
-    return phantom_with_cache(tmp_path_factory.mktemp("vipet_fsdp"), 5, GRID)
 
 
 def _cfg(out: Path, strategy: str = "fsdp", **kw) -> TrainConfig:
@@ -52,30 +35,6 @@ def _cfg(out: Path, strategy: str = "fsdp", **kw) -> TrainConfig:
         eval_every=2,
         **kw,
     )
-
-
-def _torchrun(cfg: TrainConfig, tok_dir: Path, data: tuple[Path, Path], until: int = 0) -> None:
-    config = Path(cfg.out_dir).with_suffix(".json")
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(json.dumps(to_dict(cfg)))
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
-        str(SCRIPT),
-        str(config),
-        str(tok_dir),
-        *map(str, data),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("VIPET_TEST_SLEEP_AFTER_STEP", None)
-    env.pop("VIPET_TEST_UNTIL", None)
-    if until:
-        env["VIPET_TEST_UNTIL"] = str(until)
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
 
 
 def _curve(out: Path) -> dict[int, torch.Tensor]:
@@ -102,7 +61,7 @@ def _tensors(obj) -> list[torch.Tensor]:
 def fsdp_run(tok_dir, data, tmp_path_factory) -> Path:
     """The uninterrupted FSDP run the other tests compare with."""
     out = tmp_path_factory.mktemp("fsdp") / "run"
-    _torchrun(_cfg(out), tok_dir, data)
+    torchrun_fit(_cfg(out), tok_dir, data)
     return out
 
 
@@ -140,7 +99,7 @@ def test_fsdp_checkpoint_holds_full_tensors(fsdp_run) -> None:
 @pytest.mark.slow  # one more two-process launch (~15-20 s)
 def test_fsdp_matches_ddp(tok_dir, data, fsdp_run, tmp_path) -> None:
     out = tmp_path / "ddp"
-    _torchrun(_cfg(out, strategy="ddp"), tok_dir, data)
+    torchrun_fit(_cfg(out, strategy="ddp"), tok_dir, data)
     a, b = _curve(fsdp_run), _curve(out)
     assert sorted(a) == sorted(b)
     for step in a:  # the same math; only the order of the gradient reductions differs
@@ -151,9 +110,9 @@ def test_fsdp_matches_ddp(tok_dir, data, fsdp_run, tmp_path) -> None:
 
 def test_fsdp_resume_reproduces_the_uninterrupted_curve(tok_dir, data, fsdp_run, tmp_path):
     out = tmp_path / "resumed"
-    _torchrun(_cfg(out), tok_dir, data, until=2)
+    torchrun_fit(_cfg(out), tok_dir, data, until=2)
     assert [r["step"] for r in _train_lines(out)] == [1, 2]
-    _torchrun(_cfg(out, resume=True), tok_dir, data)
+    torchrun_fit(_cfg(out, resume=True), tok_dir, data)
     a, b = _curve(fsdp_run), _curve(out)
     assert sorted(b) == list(range(1, STEPS + 1))
     for step in range(3, STEPS + 1):

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import phantom_with_cache
 from vipet.config import load_config
-from vipet.data.tokenizer import synthetic_corpus, train_tokenizer
+from vipet.data.tokenizer import synthetic_corpus
 from vipet.errors import ConfigError
 from vipet.model.checkpoint import load_vipet
 from vipet.train.build import build_for_training
@@ -18,17 +17,6 @@ from vipet.train.config import TrainConfig
 from vipet.train.trainer import fit
 
 STAGES = Path(__file__).parents[2] / "configs" / "stages"
-GRID = (8, 32, 32)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return train_tokenizer(synthetic_corpus(20, 0), vocab_size=600)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> tuple[Path, Path]:
-    return phantom_with_cache(tmp_path_factory.mktemp("vipet_stages"), 5, GRID)
 
 
 def _stage(name: str, out: Path, *extra: str) -> TrainConfig:

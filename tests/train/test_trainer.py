@@ -6,7 +6,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -15,37 +14,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import phantom_with_cache
 from tests.phantom.test_dataset import SMALL
+from tests.train.common import SCRIPT, torchrun_fit
 from vipet.config import from_dict, to_dict
 from vipet.data.dataset import DataConfig
-from vipet.data.tokenizer import save_tokenizer, synthetic_corpus, train_tokenizer
 from vipet.model.checkpoint import load_vipet
 from vipet.phantom.dataset import write_dataset
 from vipet.train.config import OptimConfig, TrainConfig
 from vipet.train.losses import LossWeights
 from vipet.train.trainer import fit, lr_lambda, read_checkpoint_config
 
-GRID = (8, 32, 32)
-SCRIPT = Path(__file__).with_name("run_fit.py")
 PARTS = ("loss/lm", "loss/diag", "loss/align", "loss/total")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return train_tokenizer(synthetic_corpus(20, 0), vocab_size=600)
-
-
-@pytest.fixture(scope="module")
-def tok_dir(tok, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tok")
-    save_tokenizer(tok, folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> tuple[Path, Path]:
-    return phantom_with_cache(tmp_path_factory.mktemp("vipet_train"), 5, GRID)
 
 
 def _cfg(out: Path, **kw) -> TrainConfig:
@@ -179,32 +158,9 @@ def test_sigkill_mid_run_then_resume_matches(tok, tok_dir, data, straight, tmp_p
         assert torch.allclose(torch.tensor(a[step]), torch.tensor(c[step]), atol=1e-5)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_torchrun_two_cpu_processes(tok_dir, data, tmp_path) -> None:
     out = tmp_path / "run_ddp"
-    cfg = _cfg(out, max_steps=2, checkpoint_every=2)
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps(to_dict(cfg)))
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
-        str(SCRIPT),
-        str(config),
-        str(tok_dir),
-        *map(str, data),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("VIPET_TEST_SLEEP_AFTER_STEP", None)
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
+    torchrun_fit(_cfg(out, max_steps=2, checkpoint_every=2), tok_dir, data)
     assert [r["step"] for r in _train_lines(out)] == [1, 2]
     assert {p.name for p in (out / "checkpoint").iterdir()} >= {"rng_0.pt", "rng_1.pt"}
     assert (out / "model" / "config.json").is_file()

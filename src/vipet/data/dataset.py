@@ -281,14 +281,13 @@ class ViPetDataset(Dataset):
         return None
 
     @classmethod
-    def _roi(cls, sample: RegionSample) -> np.ndarray:
+    def _masks(cls, sample: RegionSample) -> tuple[np.ndarray, np.ndarray]:
+        """``(roi, lesion)`` of one region: the lesion mask (all False without lesions)
+        and the alignment target (that mask, else the PET ROI)."""
         lesion = cls._lesion(sample)
-        return lesion if lesion is not None else sample.roi.astype(bool)
-
-    @classmethod
-    def _lesion_or_empty(cls, sample: RegionSample) -> np.ndarray:
-        lesion = cls._lesion(sample)
-        return lesion if lesion is not None else np.zeros(sample.ct.shape, dtype=bool)
+        if lesion is None:
+            return sample.roi.astype(bool), np.zeros(sample.ct.shape, dtype=bool)
+        return lesion, lesion
 
     def lesion_mask(self, study_id: str, region: str) -> np.ndarray | None:
         """The ``(D, H, W)`` bool lesion mask of one region, or None when the region holds
@@ -326,14 +325,15 @@ class ViPetDataset(Dataset):
         chosen = [samples[r] for r in ex.regions]
         lesions = self._gt[ex.study_id].get("lesions") or []
         diag = torch.stack([diag_targets(lesions, r) for r in ex.regions])
+        roi, lesion = zip(*(self._masks(s) for s in chosen), strict=True)
         return {
             "input_ids": torch.tensor(enc["input_ids"], dtype=torch.long),
             "attention_mask": torch.tensor(enc["attention_mask"], dtype=torch.long),
             "labels": torch.tensor(enc["labels"], dtype=torch.long),
             "ct": torch.from_numpy(np.stack([s.ct for s in chosen]).astype(np.float32)),
             "pet": torch.from_numpy(np.stack([s.pet for s in chosen]).astype(np.float32)),
-            "roi": torch.from_numpy(np.stack([self._roi(s) for s in chosen])),
-            "lesion": torch.from_numpy(np.stack([self._lesion_or_empty(s) for s in chosen])),
+            "roi": torch.from_numpy(np.stack(roi)),
+            "lesion": torch.from_numpy(np.stack(lesion)),
             "diag_targets": diag.reshape(len(chosen), LABELS_PER_REGION),
             "task": ex.task,
             "study_id": ex.study_id,

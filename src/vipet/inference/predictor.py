@@ -49,6 +49,7 @@ class StudyContext:
             if v.resampler_attention is None
             else v.resampler_attention[:, i : i + 1],
             diag_logits=None if v.diag_logits is None else v.diag_logits[:, i : i + 1],
+            lesion_scores=None if v.lesion_scores is None else v.lesion_scores[:, i : i + 1],
         )
 
 

@@ -29,6 +29,18 @@ from vipet.model.fusion import build_fusion
 from vipet.model.language import LoraSettings, apply_lora, build_language_model
 from vipet.model.projector import VisualProjector
 
+PARTS: tuple[str, ...] = (
+    "ct_encoder",
+    "pet_encoder",
+    "fusion",
+    "multi_modal_projector",
+    "diag_head",
+    "language_model",
+    "findings_projector",
+)
+"""The named parts of `ViPetModel` (``findings_projector`` is None unless
+``config.findings_token``); training stages freeze and unfreeze by these names."""
+
 
 @dataclass
 class VisualFeatures:
@@ -260,17 +272,8 @@ class ViPetModel(PreTrainedModel):
         )
 
     def parameter_counts(self) -> dict[str, tuple[int, int]]:
-        """Per named part: (total, trainable) parameters."""
-        parts = {
-            "ct_encoder": self.ct_encoder,
-            "pet_encoder": self.pet_encoder,
-            "fusion": self.fusion,
-            "multi_modal_projector": self.multi_modal_projector,
-            "diag_head": self.diag_head,
-            "language_model": self.language_model,
-        }
-        if self.findings_projector is not None:
-            parts["findings_projector"] = self.findings_projector
+        """Per named part that exists: (total, trainable) parameters."""
+        parts = {name: getattr(self, name) for name in PARTS if getattr(self, name) is not None}
         return {
             name: (
                 sum(p.numel() for p in m.parameters()),

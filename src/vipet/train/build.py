@@ -20,8 +20,8 @@ from typing import Any
 from vipet.model.checkpoint import load_vipet, with_pretrained_language_model
 from vipet.model.language import apply_lora
 from vipet.model.presets import PRESETS, build_model
-from vipet.model.vipet import ViPetModel
-from vipet.train.config import PARTS, TrainConfig
+from vipet.model.vipet import PARTS, ViPetModel
+from vipet.train.config import TrainConfig
 
 
 def _vision_overrides(cfg: TrainConfig) -> dict[str, Any]:

@@ -13,21 +13,12 @@ from vipet.data.dataset import DataConfig
 from vipet.model.fusion import FUSIONS
 from vipet.model.language import LoraSettings
 from vipet.model.presets import PRESETS
+from vipet.model.vipet import PARTS
 from vipet.train.losses import LossWeights
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 STRATEGIES: tuple[str, ...] = ("ddp", "fsdp")
 """How the processes of a ``torchrun`` job share the model (`TrainConfig.strategy`)."""
-PARTS: tuple[str, ...] = (
-    "ct_encoder",
-    "pet_encoder",
-    "fusion",
-    "multi_modal_projector",
-    "diag_head",
-    "language_model",
-    "findings_projector",
-)
-"""The named parts of `ViPetModel` a training stage can train (``trainable``)."""
 
 
 def _positive_int(name: str, value: object, minimum: int = 1) -> None:
@@ -97,7 +88,7 @@ class TrainConfig:
     lora: LoraSettings | None = None
     """LoRA adapters on the language model (its base weights then stay frozen)."""
     trainable: tuple[str, ...] = ("all",)
-    """Parts trained in this stage ("all", or names from `vipet.train.build.PARTS`);
+    """Parts trained in this stage ("all", or names from `vipet.model.vipet.PARTS`);
     the others are frozen."""
     data: DataConfig = field(default_factory=DataConfig)
     """Which examples are made and how tasks are mixed."""
