@@ -4,14 +4,22 @@ For every region-report example of a split (one per study and region):
 
 - **token lesion AUC** — the findings head's per-token scores against "this encoder
   token's patch holds a lesion voxel", over all tokens of all regions;
+- **token class accuracy** — on the tokens that hold a lesion, how often the head's top
+  type x avidity class is one the token holds, and the same for the type alone;
+- **slot recall** — the share of the lesions in a region volume that a finding slot sits
+  on (any of the lesion's tokens), when the model has slots;
 - **within-region label AUC** — per body region, the mean ROC AUC of the findings head's
   labels (lesion type x FDG avidity) that have at least two positives and two negatives
   there, and the AUC of "normal". Labels are compared within a region because the
   region alone predicts many of them (no nodule in the abdomen).
 
-A report can only differ with the image when these are well above 0.5.
+A report can only differ with the image when these are well above chance.
 
-    .venv/bin/python scripts/vision_diagnostics.py runs/cpu-small/model DATA CACHE [--split test]
+    .venv/bin/python scripts/vision_diagnostics.py runs/cpu-small/model DATA CACHE \
+        [--split test] [--state runs/cpu-small/checkpoint/state.pt]
+
+``--state`` scores the weights of a training checkpoint (mid-run) in the architecture
+of the model folder given first.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from scipy.stats import rankdata
 
 from vipet.data.dataset import DataConfig, ViPetDataset
 from vipet.model.checkpoint import load_vipet
-from vipet.model.diag_head import token_lesion_targets
+from vipet.model.diag_head import AVIDITY, token_class_targets, token_lesion_targets
 
 
 def auc(y: np.ndarray, s: np.ndarray) -> float:
@@ -35,18 +43,40 @@ def auc(y: np.ndarray, s: np.ndarray) -> float:
     return float((r[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
+def token_lesion_ids(ds: ViPetDataset, item: dict, grid: tuple[int, int, int]) -> list[set[int]]:
+    """Per lesion in the item's region volume: the set of token indices it touches."""
+    sample = ds._samples(item["study_id"])[item["region"]]
+    if sample.lesion is None:
+        return []
+    labels = torch.from_numpy(sample.lesion.astype(np.int64))[None]
+    out = []
+    for lesion_id in torch.unique(labels).tolist():
+        if lesion_id == 0:
+            continue
+        tokens = token_lesion_targets(labels == lesion_id, grid)[0]
+        out.append(set(torch.nonzero(tokens).flatten().tolist()))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
     ap.add_argument("data")
     ap.add_argument("cache")
     ap.add_argument("--split", default="test")
+    ap.add_argument("--state", default=None, help="a training checkpoint's state.pt")
     args = ap.parse_args()
     model, tok = load_vipet(args.model)
+    if args.state:
+        model.load_state_dict(
+            torch.load(args.state, map_location="cpu", weights_only=False)["model"]
+        )
     model.eval()
     cfg = DataConfig(report_scope="region", langs=("en",), tasks_ratio={"report": 1.0})
     ds = ViPetDataset(args.data, args.cache, args.split, tok, model.visual_tokens_per_region, cfg)
     logits, targets, regions, scores, lesion = [], [], [], [], []
+    hits = {"class": [], "type": []}
+    slot_hits = []
     with torch.no_grad():
         for i in range(len(ds)):
             item = ds[i]
@@ -56,9 +86,26 @@ def main() -> None:
             regions.append(item["region"])
             scores.append(v.lesion_scores[0, 0].numpy())
             lesion.append(token_lesion_targets(item["lesion"], v.grid)[0].numpy())
+            want = token_class_targets(item["lesion_class"], v.grid)[0]  # (N, K)
+            on = want.amax(-1) > 0
+            top = v.lesion_classes[0, 0][on].argmax(-1)
+            want = want[on]
+            hits["class"] += want[torch.arange(len(top)), top].tolist()
+            types = want.reshape(len(top), want.shape[-1] // len(AVIDITY), len(AVIDITY)).amax(-1)
+            hits["type"] += types[torch.arange(len(top)), top // len(AVIDITY)].tolist()
+            if v.slot_tokens is not None:
+                slots = set(v.slot_tokens[0, 0].tolist())
+                ids = token_lesion_ids(ds, item, v.grid)
+                slot_hits += [bool(slots & toks) for toks in ids]
     logit, target, region = np.stack(logits), np.stack(targets), np.array(regions)
     s, y = np.concatenate(scores), np.concatenate(lesion)
     print(f"token lesion AUC {auc(y, s):.3f} ({int(y.sum())} lesion tokens of {len(y)})")
+    print(
+        f"token class accuracy {np.mean(hits['class']):.3f}, type alone "
+        f"{np.mean(hits['type']):.3f} (on {len(hits['class'])} lesion tokens)"
+    )
+    if slot_hits:
+        print(f"slot recall {np.mean(slot_hits):.3f} of {len(slot_hits)} lesions in the volumes")
     for name in np.unique(region):
         m = region == name
         aucs = [

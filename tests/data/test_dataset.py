@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -257,3 +258,29 @@ def test_a_batch_trains_the_tiny_model(ds, model) -> None:
         if seen == {1, 3}:
             break
     assert seen == {1, 3}
+
+
+def test_lesion_classes_name_each_lesion_by_type_and_avidity(ds) -> None:
+    from vipet.model.diag_head import label_index
+
+    checked = 0
+    for sid in ds.study_ids:
+        by_id = {les["id"]: les for les in ds._gt[sid]["lesions"]}
+        item = ds[_first(ds, study_id=sid, task="report", region=WHOLE)]
+        assert item["lesion_class"].dtype == torch.uint8
+        assert item["lesion_class"].shape == item["lesion"].shape
+        # every lesion voxel has a class and only lesion voxels do
+        assert torch.equal(item["lesion_class"] > 0, item["lesion"])
+        for k, region in enumerate(REGIONS):
+            sample = ds._samples(sid)[region]
+            if sample.lesion is None:
+                continue
+            for lesion_id in np.unique(sample.lesion):
+                if lesion_id == 0:
+                    continue
+                les = by_id[int(lesion_id)]
+                want = 1 + label_index(les["type"], les["fdg_avid"])
+                got = item["lesion_class"][k][torch.from_numpy(sample.lesion == lesion_id)]
+                assert bool((got == want).all())
+                checked += 1
+    assert checked >= 2

@@ -320,3 +320,42 @@ def test_findings_token_carries_the_head_verdict_and_round_trips(tmp_path) -> No
     m.save_pretrained(tmp_path)
     again = ViPetModel.from_pretrained(tmp_path).eval()
     torch.testing.assert_close(again(ids, ct=ct, pet=pet).logits, m(ids, ct=ct, pet=pet).logits)
+
+
+def test_select_slots_takes_local_maxima_first() -> None:
+    from vipet.model.findings_slots import grid_positions, select_slots
+
+    scores = torch.full((1, 2 * 4 * 4), -5.0)
+    s = scores.view(1, 2, 4, 4)
+    s[0, 0, 0, 0], s[0, 0, 0, 1] = 3.0, 2.5  # one lesion over two neighbouring tokens
+    s[0, 1, 3, 3] = 1.0  # a weaker lesion far away
+    idx = select_slots(scores, (2, 4, 4), 3)
+    # the neighbour of the strongest peak ranks below the weaker, separate peak
+    assert idx[0, :2].tolist() == [0, 1 * 16 + 3 * 4 + 3]
+    pos = grid_positions((2, 4, 4))
+    assert pos.shape == (32, 3) and torch.allclose(pos[0], torch.tensor([0.25, 0.125, 0.125]))
+    with pytest.raises(ValueError, match="slots"):
+        select_slots(scores, (2, 4, 4), 33)
+
+
+def test_finding_slots_are_tokens_the_lm_reads() -> None:
+    torch.manual_seed(0)
+    m = ViPetModel(tiny_config(findings_slots=2, findings_token=True)).eval()
+    plain = ViPetModel(tiny_config())
+    assert m.visual_tokens_per_region == plain.visual_tokens_per_region + 3
+    ids, ct, pet = batch(m)
+    out = m(ids, ct=ct, pet=pet, labels=ids, output_attentions=True)
+    v = out.visual
+    assert v.tokens.shape == (2, 3 * 7, 32) and v.slot_tokens.shape == (2, 3, 2)
+    assert v.lesion_classes.shape == (2, 3, 32, 28)
+    # a slot's attention row is its own encoder token
+    rows = v.resampler_attention[:, :, -2:]  # (B, R, 2, N)
+    assert torch.equal(rows.argmax(-1), v.slot_tokens) and torch.all(rows.sum(-1) == 1)
+    maps = m.attention_maps(out, ids, torch.ones_like(ids, dtype=torch.bool))
+    assert maps.shape == (2, 3, 8, 32, 32)
+    # the LM loss reaches the findings head through the slots
+    out.loss.backward()
+    assert m.findings_slots.mlp[1].weight.grad is not None
+    assert m.diag_head.mlp[-1].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="findings_slots"):
+        tiny_config(findings_slots=-1)

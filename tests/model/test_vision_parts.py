@@ -324,13 +324,61 @@ def test_token_lesion_targets_mark_every_patch_touching_a_lesion() -> None:
     assert token_lesion_loss(-right, lesion, (2, 4, 4)) > 5
 
 
-def test_findings_head_scores_are_the_pool_logits() -> None:
+def test_findings_head_region_labels_are_the_token_maximum() -> None:
+    from vipet.model.diag_head import NORMAL_INDEX
+
     torch.manual_seed(0)
     head = FindingsHead(DiagHeadConfig(width=16, hidden=8)).eval()
     tokens = torch.randn(3, 10, 16)
-    logits, scores = head(tokens, return_scores=True)
-    assert scores.shape == (3, 10)
-    torch.testing.assert_close(logits, head(tokens))
+    found = head.findings(tokens)
+    assert found.scores.shape == (3, 10) and found.classes.shape == (3, 10, 28)
+    torch.testing.assert_close(found.logits, head(tokens))
+    # the classes are a distribution given a lesion; P(class k in the region) is the
+    # maximum over tokens of P(lesion) * P(k | lesion)
+    torch.testing.assert_close(found.classes.exp().sum(-1), torch.ones(3, 10))
+    p = torch.sigmoid(found.scores)[..., None] * found.classes.exp()
+    torch.testing.assert_close(torch.sigmoid(found.logits[:, :NORMAL_INDEX]), p.amax(1))
+    torch.testing.assert_close(
+        torch.sigmoid(found.logits[:, NORMAL_INDEX]), 1 - torch.sigmoid(found.scores).amax(1)
+    )
+
+
+def test_region_logits_stay_finite_for_certain_tokens() -> None:
+    from vipet.model.diag_head import _mil_logits
+
+    scores = torch.tensor([[40.0, -40.0]], requires_grad=True)
+    classes = torch.zeros((1, 2, 28), requires_grad=True)  # log p = 0: certain
+    logits = _mil_logits(scores, classes)
+    logits.sum().backward()
+    assert torch.isfinite(logits).all() and logits[0, 0] > 10 and logits[0, -1] < -30
+    assert torch.isfinite(scores.grad).all() and torch.isfinite(classes.grad).all()
+
+
+def test_token_class_targets_and_loss() -> None:
+    from vipet.model.diag_head import token_class_loss, token_class_targets
+
+    classes = torch.zeros(2, 4, 8, 8, dtype=torch.uint8)
+    classes[0, 0, 0, 0] = 3  # label 2 in the first token
+    classes[0, 3, 7, 7] = 5  # label 4 in the last token
+    classes[0, 3, 6, 7] = 3  # and label 2 beside it: a token may hold two classes
+    t = token_class_targets(classes, (2, 2, 2), 28)
+    assert t.shape == (2, 8, 28) and t[1].sum() == 0
+    assert t[0, 0, 2] == 1 and t[0, 7, 4] == 1 and t[0, 7, 2] == 1 and t[0].sum() == 3
+    right = torch.log_softmax(torch.where(t > 0, 20.0, -20.0), dim=-1)
+    # a token with two classes is right at 50/50: its loss is log 2, the other's 0
+    assert token_class_loss(right, classes, (2, 2, 2)) == pytest.approx(0.5 * math.log(2), abs=1e-4)
+    wrong = torch.log_softmax(torch.where(t > 0, -20.0, 20.0), dim=-1)
+    assert token_class_loss(wrong, classes, (2, 2, 2)) > 5
+    # background tokens do not count: only the two lesion tokens are scored
+    right[0, 3] = wrong[0, 3]
+    assert token_class_loss(right, classes, (2, 2, 2)) == pytest.approx(0.5 * math.log(2), abs=1e-4)
+    empty = torch.zeros(1, 4, 8, 8, dtype=torch.uint8)
+    logits = torch.randn(1, 8, 28, requires_grad=True)
+    loss = token_class_loss(logits, empty, (2, 2, 2))
+    loss.backward()
+    assert float(loss) == 0.0 and logits.grad is not None
+    with pytest.raises(ValueError, match="outside"):
+        token_class_targets(classes + 40, (2, 2, 2), 28)
 
 
 def test_conv_stem_reaches_the_token_grid() -> None:
@@ -348,3 +396,19 @@ def test_conv_stem_reaches_the_token_grid() -> None:
     assert all(p.grad is not None for p in enc.patch_embed.parameters())
     with pytest.raises(ValueError, match="power of two"):
         stem_strides((3, 8, 8))
+
+
+def test_conv_stem_keeps_the_image_signal_at_initialisation() -> None:
+    # With the ViT init (std 0.02) four convolutions shrank the image ~1e4-fold and the
+    # tokens were their position embeddings alone: the image must dominate at the start.
+    torch.manual_seed(0)
+    cfg = EncoderConfig(
+        image_size=(32, 128, 128), patch_size=(4, 16, 16), width=64, depth=1, heads=2, stem="conv"
+    )
+    enc = ViT3D(cfg)
+    x = torch.rand(2, 1, 32, 128, 128)
+    image = enc.patch_embed(x).flatten(2).transpose(1, 2)
+    assert float(image.std()) > 5 * float(enc.pos_embed.std())
+    # and two different images give clearly different tokens
+    other = enc.patch_embed(torch.rand(2, 1, 32, 128, 128)).flatten(2).transpose(1, 2)
+    assert float((image - other).std()) > 0.1 * float(image.std())

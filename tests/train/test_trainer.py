@@ -193,6 +193,22 @@ def test_token_lesion_loss_and_a_fixed_validation_subset(tok, data, tmp_path) ->
     assert (tmp_path / "curves.png").is_file()  # drawn at the end of every run
 
 
+def test_vision_steps_train_the_findings_first_then_the_lm(tok, data, tmp_path) -> None:
+    cfg = replace(
+        _cfg(tmp_path, max_steps=3, vision_steps=2),
+        loss=LossWeights(lm=1.0, diag=1.0, align=0.5, lesion=1.0, lesion_class=1.0),
+    )
+    fit(cfg, tok, *data)
+    train = _train_lines(tmp_path)
+    vision = {"loss/diag", "loss/lesion", "loss/lesion_class", "loss/total"}
+    # the first two steps have no language-model pass at all, the third has every loss
+    assert [set(k for k in r if k.startswith("loss/")) for r in train[:2]] == [vision] * 2
+    assert vision | {"loss/lm", "loss/align"} == {k for k in train[2] if k.startswith("loss/")}
+    assert all(r["loss/lesion_class"] > 0 for r in train)
+    with pytest.raises(ValueError, match="vision_steps"):
+        _cfg(tmp_path, vision_steps=-1)
+
+
 def test_cli_train_with_config_and_overrides(tmp_path, capsys) -> None:
     from vipet.cli import main
 

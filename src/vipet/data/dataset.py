@@ -32,7 +32,9 @@ by ``DataConfig.seed``; shuffle across epochs with `RegionCountBatchSampler`.
 ``(R, D, H, W)`` bool — R = 1 for a region example, 3 (in REGIONS order) for a
 whole-study one; ``roi`` is the lesion mask (labels > 0) of a region whose volume holds
 lesion voxels, else the PET ROI of the region —, ``lesion`` ``(R, D, H, W)`` bool, the
-lesion mask itself (all False in a region without lesions), ``diag_targets`` ``(R, 29)``, and
+lesion mask itself (all False in a region without lesions), ``lesion_class``
+``(R, D, H, W)`` uint8, each lesion's voxels labelled ``1 +`` its type x avidity label
+index (`vipet.model.diag_head.label_index`), ``diag_targets`` ``(R, 29)``, and
 ``task``, ``study_id``, ``region`` (a REGIONS name or "whole").
 
 `collate` pads a batch (right padding) and stacks its images; all items of a batch must
@@ -64,7 +66,7 @@ from vipet.data.prompts import (
 from vipet.data.tokenizer import WHOLE
 from vipet.errors import InputError
 from vipet.io.vipet_dataset import ground_truth, read_dataset
-from vipet.model.diag_head import LABELS_PER_REGION, diag_targets
+from vipet.model.diag_head import LABELS_PER_REGION, diag_targets, label_index
 from vipet.preprocess.cache import MANIFEST, load_shard
 from vipet.preprocess.pipeline import RegionSample
 from vipet.reports.schema import REGIONS
@@ -289,6 +291,23 @@ class ViPetDataset(Dataset):
             return sample.roi.astype(bool), np.zeros(sample.ct.shape, dtype=bool)
         return lesion, lesion
 
+    @staticmethod
+    def _lesion_classes(sample: RegionSample, lesions: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """``(D, H, W)`` uint8 class map: ``1 + label_index(type, avidity)`` on each lesion's
+        voxels (the mask's label is the lesion's ``id``), 0 elsewhere. Every lesion the
+        volume shows is labelled, also one the report files under a neighbouring region:
+        the token classes describe what is in the patch."""
+        out = np.zeros(sample.ct.shape, dtype=np.uint8)
+        if sample.lesion is None:
+            return out
+        by_id = {int(les["id"]): les for les in lesions if "id" in les}
+        for label in np.unique(sample.lesion):
+            les = by_id.get(int(label))
+            if label == 0 or les is None:
+                continue
+            out[sample.lesion == label] = 1 + label_index(les["type"], bool(les["fdg_avid"]))
+        return out
+
     def lesion_mask(self, study_id: str, region: str) -> np.ndarray | None:
         """The ``(D, H, W)`` bool lesion mask of one region, or None when the region holds
         no lesion voxels — the case where an item's ``roi`` falls back to the PET ROI, which
@@ -326,6 +345,7 @@ class ViPetDataset(Dataset):
         lesions = self._gt[ex.study_id].get("lesions") or []
         diag = torch.stack([diag_targets(lesions, r) for r in ex.regions])
         roi, lesion = zip(*(self._masks(s) for s in chosen), strict=True)
+        classes = [self._lesion_classes(s, lesions) for s in chosen]
         return {
             "input_ids": torch.tensor(enc["input_ids"], dtype=torch.long),
             "attention_mask": torch.tensor(enc["attention_mask"], dtype=torch.long),
@@ -334,6 +354,7 @@ class ViPetDataset(Dataset):
             "pet": torch.from_numpy(np.stack([s.pet for s in chosen]).astype(np.float32)),
             "roi": torch.from_numpy(np.stack(roi)),
             "lesion": torch.from_numpy(np.stack(lesion)),
+            "lesion_class": torch.from_numpy(np.stack(classes)),
             "diag_targets": diag.reshape(len(chosen), LABELS_PER_REGION),
             "task": ex.task,
             "study_id": ex.study_id,
@@ -343,7 +364,7 @@ class ViPetDataset(Dataset):
 
 # ---- batching -----------------------------------------------------------------------
 
-_IMAGE_KEYS = ("ct", "pet", "roi", "lesion", "diag_targets")
+_IMAGE_KEYS = ("ct", "pet", "roi", "lesion", "lesion_class", "diag_targets")
 _TEXT_PADS = (("input_ids", None), ("attention_mask", 0), ("labels", IGNORE_INDEX))
 
 

@@ -50,6 +50,8 @@ class StudyContext:
             else v.resampler_attention[:, i : i + 1],
             diag_logits=None if v.diag_logits is None else v.diag_logits[:, i : i + 1],
             lesion_scores=None if v.lesion_scores is None else v.lesion_scores[:, i : i + 1],
+            lesion_classes=None if v.lesion_classes is None else v.lesion_classes[:, i : i + 1],
+            slot_tokens=None if v.slot_tokens is None else v.slot_tokens[:, i : i + 1],
         )
 
 

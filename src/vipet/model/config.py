@@ -59,6 +59,9 @@ class ViPetConfig(PreTrainedConfig):
     """Append one token per region made from the findings head's probabilities to the
     region's visual tokens (diagnosis-driven prompting): the language model then reads
     the head's verdict directly instead of having to rediscover it in the latents."""
+    findings_slots: int = 0
+    """Append this many finding slots per region (`vipet.model.findings_slots`): the
+    findings head's strongest detections, each one token the LM can describe."""
     attention_top_heads: float = 0.25
     """Share of (layer, head) pairs, most visually attentive first, kept for attention maps."""
     tie_word_embeddings: bool = False
@@ -84,6 +87,12 @@ class ViPetConfig(PreTrainedConfig):
         ).to_dict()
         if self.regions is None:
             self.regions = ["head_neck", "chest", "abdomen_pelvis"]
+        if (
+            isinstance(self.findings_slots, bool)
+            or not isinstance(self.findings_slots, int)
+            or (self.findings_slots < 0)
+        ):
+            raise ValueError(f"findings_slots must be an integer >= 0, got {self.findings_slots!r}")
         if not 0.0 < self.attention_top_heads <= 1.0:
             raise ValueError(
                 f"attention_top_heads must be in (0, 1], got {self.attention_top_heads}"

@@ -18,6 +18,11 @@ head sees one region's fused tokens and returns that region's 29 logits
 in every region, and the region is plain from the anatomy in the volume, so one head
 serves all three regions; concatenating a study's region outputs in REGIONS order gives
 the full 87-label vector. Targets: ``diag_targets(lesions, region)``.
+
+**Per token, then pooled.** The head predicts, for every token, whether its patch holds a
+lesion and of which type x avidity; a region's labels are the multiple-instance maximum
+over its tokens. Both token predictions are trained densely from the lesion masks
+(`token_lesion_loss`, `token_class_loss`), the region labels by `diag_loss`.
 """
 
 from __future__ import annotations
@@ -71,6 +76,13 @@ def _lesion_fields(lesion: Lesion | Mapping[str, Any]) -> tuple[str, str, bool]:
     return region, kind, avid
 
 
+def label_index(kind: str, fdg_avid: bool) -> int:
+    """Index of the type x avidity label within a region's slice."""
+    if kind not in LESION_TYPES:
+        raise ValueError(f"unknown lesion type {kind!r}; choose from {list(LESION_TYPES)}")
+    return LESION_TYPES.index(kind) * len(AVIDITY) + (0 if fdg_avid else 1)
+
+
 def diag_targets(
     lesions: Sequence[Lesion | Mapping[str, Any]], region: str | None = None
 ) -> torch.Tensor:
@@ -88,7 +100,7 @@ def diag_targets(
         if r not in regions:
             continue
         row = regions.index(r)
-        out[row, LESION_TYPES.index(kind) * len(AVIDITY) + (0 if avid else 1)] = 1.0
+        out[row, label_index(kind, avid)] = 1.0
         out[row, NORMAL_INDEX] = 0.0
     return out.reshape(-1)
 
@@ -111,12 +123,45 @@ class DiagHeadConfig(DictConfig):
             check_positive(pos_weight=self.pos_weight)
 
 
-class FindingsHead(nn.Module):
-    """``fused tokens (B, N, C) → logits (B, LABELS_PER_REGION)`` for one region each.
+@dataclass
+class Findings:
+    """What the findings head reads from one batch of region token sets."""
 
-    Pooling: the token mean (how the whole region looks) concatenated with an attention
-    pool (a learned score per token, softmax over N), because a finding is often a few
-    hot tokens that a plain mean would dilute.
+    logits: torch.Tensor  # (B, LABELS_PER_REGION) region labels (multi-label logits)
+    scores: torch.Tensor  # (B, N) per-token lesion logits ("a lesion is here")
+    classes: torch.Tensor  # (B, N, LABELS_PER_REGION - 1) per-token type x avidity
+    # log-probabilities given a lesion there (they sum to 1 over the classes)
+
+
+def _mil_logits(scores: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Region logits by multiple-instance pooling of the token predictions.
+
+    A region holds a lesion of class k when some token does:
+    ``P_k = max_n σ(score_n)·p(k | lesion at n)``; it is normal when no token holds a
+    lesion: ``P_normal = 1 − max_n σ(score_n)``. Returned as logits (computed in log space
+    so that confident tokens do not round to 0 or 1). ``classes`` are log-probabilities."""
+    log_p = F.logsigmoid(scores)[..., None] + classes  # (B, N, K)
+    log_pk = log_p.amax(dim=1)  # (B, K)
+    # logit(p) = log p − log(1 − p); clamp keeps log1p(−p) finite when p rounds to 1
+    log_pk = log_pk.clamp(max=-1e-6)
+    type_logits = log_pk - torch.log1p(-torch.exp(log_pk))
+    normal = -scores.amax(dim=1, keepdim=True)
+    return torch.cat([type_logits, normal], dim=-1)
+
+
+class FindingsHead(nn.Module):
+    """``fused tokens (B, N, C) → region logits (B, LABELS_PER_REGION)`` for one region
+    each, read off per-token predictions.
+
+    Every token gets a lesion logit ("a lesion is in my patch") and, given a lesion, a
+    distribution over the type x avidity classes — a softmax over the 14 types times an
+    independent avid / not-avid probability (the type is read from the anatomy, the
+    avidity from the uptake); the region labels are their multiple-instance maximum
+    (`_mil_logits`). Why per token: a region's findings are a few hot tokens among
+    hundreds, and one pooled vector blurs lesions of different types into one — per-token
+    predictions keep them apart and can be supervised densely from the lesion masks
+    (`token_lesion_loss`, `token_class_loss`), which teaches the encoders far faster than
+    29 labels per region.
     """
 
     def __init__(self, config: DiagHeadConfig) -> None:
@@ -124,13 +169,11 @@ class FindingsHead(nn.Module):
         self.config = config
         c = config.width
         self.ln = nn.LayerNorm(c)
-        self.score = nn.Linear(c, 1)
         self.mlp = nn.Sequential(
-            nn.LayerNorm(2 * c),
-            nn.Linear(2 * c, config.hidden),
+            nn.Linear(c, config.hidden),
             nn.GELU(),
             nn.Dropout(config.dropout),
-            nn.Linear(config.hidden, LABELS_PER_REGION),
+            nn.Linear(config.hidden, 1 + len(LESION_TYPES) + 1),  # score, types, avidity
         )
         self.apply(_init_weights)
 
@@ -138,25 +181,23 @@ class FindingsHead(nn.Module):
     def num_labels(self) -> int:
         return LABELS_PER_REGION
 
-    def forward(
-        self, tokens: torch.Tensor, return_scores: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """``tokens`` (B, N, C) → logits (B, LABELS_PER_REGION); with ``return_scores``
-        also the attention pool's per-token scores (B, N) before the softmax.
-
-        The score doubles as a per-token lesion logit: the token-level lesion loss
-        (`token_lesion_loss`) trains it against the lesion mask, so the pool learns to
-        read the tokens that hold the findings."""
+    def findings(self, tokens: torch.Tensor) -> Findings:
+        """``tokens`` (B, N, C) → `Findings` (region logits, token scores and classes)."""
         if tokens.dim() != 3 or tokens.shape[-1] != self.config.width:
             raise ValueError(
                 f"findings head expects (B, N, {self.config.width}), got {tuple(tokens.shape)}"
             )
-        h = self.ln(tokens)
-        scores = self.score(h).squeeze(-1)  # (B, N)
-        attn = torch.softmax(scores, dim=-1)
-        pooled = torch.cat([h.mean(dim=1), torch.einsum("bn,bnc->bc", attn, h)], dim=-1)
-        logits = self.mlp(pooled)
-        return (logits, scores) if return_scores else logits
+        out = self.mlp(self.ln(tokens))
+        scores, types, avid = out[..., 0], out[..., 1:-1], out[..., -1:]
+        # label order within a region: type-major, then avid / not avid (AVIDITY)
+        log_type = F.log_softmax(types, dim=-1)[..., None]
+        log_avid = torch.stack([F.logsigmoid(avid), F.logsigmoid(-avid)], dim=-1)
+        classes = (log_type + log_avid).flatten(-2)
+        return Findings(_mil_logits(scores, classes), scores, classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens`` (B, N, C) → region logits (B, LABELS_PER_REGION)."""
+        return self.findings(tokens).logits
 
     def loss(
         self, logits: torch.Tensor, targets: torch.Tensor, kind: str = "bce", gamma: float = 2.0
@@ -220,13 +261,50 @@ def token_lesion_targets(lesion: torch.Tensor, grid: tuple[int, int, int]) -> to
     return pooled.reshape(b, -1)
 
 
+def token_class_targets(
+    classes: torch.Tensor, grid: tuple[int, int, int], n_classes: int = LABELS_PER_REGION - 1
+) -> torch.Tensor:
+    """``(B, D, H, W)`` integer class maps (0 = background, ``1 + k`` = a lesion of region
+    label ``k``) → ``(B, N, n_classes)`` multi-hot: class k for every token whose patch
+    holds a voxel of class k."""
+    b, d, h, w = classes.shape
+    k = (d // grid[0], h // grid[1], w // grid[2])
+    out = torch.zeros(b, grid[0] * grid[1] * grid[2], n_classes, device=classes.device)
+    for c in torch.unique(classes).tolist():
+        if c == 0:
+            continue
+        if not 1 <= c <= n_classes:
+            raise ValueError(f"lesion class map holds {c}, outside 0..{n_classes}")
+        hit = F.max_pool3d((classes == c)[:, None].float(), kernel_size=k, stride=k)
+        out[..., c - 1] = hit.reshape(b, -1)
+    return out
+
+
+def token_class_loss(
+    log_probs: torch.Tensor, classes: torch.Tensor, grid: tuple[int, int, int]
+) -> torch.Tensor:
+    """Cross-entropy of the per-token type x avidity log-probabilities ``(B, N, K)`` on
+    the tokens that hold a lesion (the classes are conditional on one being there;
+    `token_lesion_loss` trains "is one there"); a token holding lesions of several
+    classes has them as equal soft targets. Zero, with a gradient path, when the batch
+    has no lesion.
+
+    Why a softmax and not one sigmoid per class: against 27 negatives per token, BCE
+    learns "no class anywhere" first and the token's own class only slowly."""
+    target = token_class_targets(classes, grid, log_probs.shape[-1]).to(log_probs.dtype)
+    has = target.amax(dim=-1) > 0
+    if not bool(has.any()):
+        return log_probs.sum() * 0.0
+    target = target[has] / target[has].sum(dim=-1, keepdim=True)
+    return -(target * log_probs[has]).sum(dim=-1).mean()
+
+
 def token_lesion_loss(
     scores: torch.Tensor, lesion: torch.Tensor, grid: tuple[int, int, int], pos_weight: float = 20.0
 ) -> torch.Tensor:
     """Dense supervision of the findings head's token scores ``(B, N)`` by the lesion
     masks ``(B, D, H, W)``: BCE per token, lesion tokens weighted ``pos_weight`` (they are
-    ~1 % of a region's tokens). 29 labels per region teach the encoders slowly where a
-    lesion is; one label per token teaches them fast."""
+    ~1 % of a region's tokens)."""
     target = token_lesion_targets(lesion, grid).to(scores.dtype)
     weight = torch.tensor(pos_weight, dtype=scores.dtype, device=scores.device)
     return F.binary_cross_entropy_with_logits(scores, target, pos_weight=weight)

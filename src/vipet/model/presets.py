@@ -43,6 +43,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "projector": {"kind": "perceiver", "num_latents": 32, "layers": 2, "heads": 4},
         "diag_head": {"hidden": 256},
         "findings_token": True,
+        "findings_slots": 6,
         "text": {
             "hidden_size": 256,
             "intermediate_size": 768,

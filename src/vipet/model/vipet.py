@@ -18,13 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
 from vipet.model.attention_map import attention_maps
 from vipet.model.config import ViPetConfig
-from vipet.model.diag_head import FindingsHead
+from vipet.model.diag_head import Findings, FindingsHead
 from vipet.model.encoder3d import ViT3D
+from vipet.model.findings_slots import FindingsSlots
 from vipet.model.fusion import build_fusion
 from vipet.model.language import LoraSettings, apply_lora, build_language_model
 from vipet.model.projector import VisualProjector
@@ -37,9 +39,11 @@ PARTS: tuple[str, ...] = (
     "diag_head",
     "language_model",
     "findings_projector",
+    "findings_slots",
 )
 """The named parts of `ViPetModel` (``findings_projector`` is None unless
-``config.findings_token``); training stages freeze and unfreeze by these names."""
+``config.findings_token``, ``findings_slots`` unless ``config.findings_slots``); training
+stages freeze and unfreeze by these names."""
 
 
 @dataclass
@@ -53,6 +57,8 @@ class VisualFeatures:
     image_shape: tuple[int, int, int]  # (D, H, W) of each region volume
     diag_logits: torch.Tensor | None = None  # (B, R, labels), once computed
     lesion_scores: torch.Tensor | None = None  # (B, R, N) findings-head token scores
+    lesion_classes: torch.Tensor | None = None  # (B, R, N, K) token type x avidity logits
+    slot_tokens: torch.Tensor | None = None  # (B, R, S) encoder token of each finding slot
 
 
 @dataclass
@@ -85,6 +91,14 @@ class ViPetModel(PreTrainedModel):
             self.findings_projector = nn.Sequential(
                 nn.Linear(self.diag_head.num_labels, hidden), nn.GELU(), nn.Linear(hidden, hidden)
             )
+        self.findings_slots = None
+        if config.findings_slots:
+            self.findings_slots = FindingsSlots(
+                config.diag_head_settings.width,
+                self.diag_head.num_labels - 1,
+                config.projector_settings.out_width,
+                config.findings_slots,
+            )
         lm = (
             language_model
             if language_model is not None
@@ -111,7 +125,7 @@ class ViPetModel(PreTrainedModel):
     @property
     def visual_tokens_per_region(self) -> int:
         n = self.multi_modal_projector.num_tokens(self.ct_encoder.grid)
-        return n + (1 if self.findings_projector is not None else 0)
+        return n + (1 if self.findings_projector is not None else 0) + self.config.findings_slots
 
     def encode_images(
         self, ct: torch.Tensor, pet: torch.Tensor, with_attention: bool = False
@@ -131,40 +145,60 @@ class ViPetModel(PreTrainedModel):
             tokens, attn = self.multi_modal_projector(fused, grid, return_attention=True)
         else:
             tokens, attn = self.multi_modal_projector(fused, grid), None
-        diag = None
-        if self.findings_projector is not None:
-            # The findings token's "attention" is the head's own pool over the tokens, so
-            # attention maps stay complete when the LM looks at the findings token.
-            diag, scores = self.diag_head(fused, return_scores=True)
-            tokens = torch.cat([tokens, self.findings_projector(torch.sigmoid(diag))[:, None]], 1)
-            pool = torch.softmax(scores, dim=-1)[:, None]
-            attn = None if attn is None else torch.cat([attn, pool], dim=1)
-            diag, scores = diag.reshape(b, r, -1), scores.reshape(b, r, -1)
-        if attn is not None:
-            attn = attn.reshape(b, r, *attn.shape[1:])
-        return VisualFeatures(
-            tokens=tokens.reshape(b, r * tokens.shape[1], tokens.shape[2]),
+        visual = VisualFeatures(
+            tokens=tokens,
             fused=fused.reshape(b, r, *fused.shape[1:]),
             resampler_attention=attn,
             grid=tuple(grid),
             image_shape=tuple(ct.shape[2:]),
-            diag_logits=diag,
-            lesion_scores=None if diag is None else scores,
         )
+        if self.findings_projector is not None or self.findings_slots is not None:
+            self._append_findings(visual, fused)
+        tokens, attn = visual.tokens, visual.resampler_attention
+        visual.tokens = tokens.reshape(b, r * tokens.shape[1], tokens.shape[2])
+        if attn is not None:
+            visual.resampler_attention = attn.reshape(b, r, *attn.shape[1:])
+        return visual
+
+    def _append_findings(self, visual: VisualFeatures, fused: torch.Tensor) -> None:
+        """Append the findings token and the finding slots to each region's visual tokens
+        (``visual.tokens`` still (B·R, L, hidden) here), with their attention rows: the
+        findings token "looks" where the head sees lesions (softmax of the token scores),
+        a slot at its own token — so attention maps stay complete."""
+        found = self.diag_head.findings(fused)
+        extra, rows = [], []
+        if self.findings_projector is not None:
+            extra.append(self.findings_projector(torch.sigmoid(found.logits))[:, None])
+            rows.append(torch.softmax(found.scores.float(), dim=-1)[:, None])
+        slot_idx = None
+        if self.findings_slots is not None:
+            slots, slot_idx = self.findings_slots(fused, found.scores, found.classes, visual.grid)
+            extra.append(slots.to(visual.tokens.dtype))
+            rows.append(F.one_hot(slot_idx, fused.shape[1]).float())
+        visual.tokens = torch.cat([visual.tokens, *extra], dim=1)
+        if visual.resampler_attention is not None:
+            attn = visual.resampler_attention
+            visual.resampler_attention = torch.cat([attn, *(x.to(attn.dtype) for x in rows)], 1)
+        self._keep_findings(visual, found, slot_idx)
+
+    @staticmethod
+    def _keep_findings(
+        visual: VisualFeatures, found: Findings, slot_idx: torch.Tensor | None
+    ) -> None:
+        b, r = visual.fused.shape[:2]
+        visual.diag_logits = found.logits.reshape(b, r, -1)
+        visual.lesion_scores = found.scores.reshape(b, r, -1)
+        visual.lesion_classes = found.classes.reshape(b, r, *found.classes.shape[1:])
+        if slot_idx is not None:
+            visual.slot_tokens = slot_idx.reshape(b, r, -1)
 
     def diagnose(self, visual: VisualFeatures) -> torch.Tensor:
         """Findings logits ``(B, R, n_labels_per_region)`` from the fused tokens."""
         if visual.diag_logits is not None:
             return visual.diag_logits
-        b, r = visual.fused.shape[:2]
-        logits, scores = self.diag_head(
-            visual.fused.reshape(b * r, *visual.fused.shape[2:]), return_scores=True
-        )
-        # kept on the features: the token-level lesion loss reads the same scores
-        visual.diag_logits, visual.lesion_scores = (
-            logits.reshape(b, r, -1),
-            scores.reshape(b, r, -1),
-        )
+        found = self.diag_head.findings(visual.fused.flatten(0, 1))
+        # kept on the features: the token-level losses read the same predictions
+        self._keep_findings(visual, found, None)
         return visual.diag_logits
 
     # --- language -------------------------------------------------------------------

@@ -45,7 +45,9 @@ VARIANTS: dict[str, list[str]] = {
     "ct_only": ["fusion=ct_only"],
     "pet_only": ["fusion=pet_only"],
     "no_align": ["loss.align=0"],
-    "no_diag": ["loss.diag=0"],
+    # "without the findings loss": every loss that supervises the findings head — the
+    # region labels and the token-level lesion and type x avidity targets
+    "no_diag": ["loss.diag=0", "loss.lesion=0", "loss.lesion_class=0"],
 }
 """Each variant's config overrides on top of the base config (read-only registry)."""
 

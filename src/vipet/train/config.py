@@ -96,6 +96,11 @@ class TrainConfig:
     """Optimizer, schedule, batch size and seed."""
     loss: LossWeights = field(default_factory=LossWeights)
     """Weights of the LM, findings and attention-alignment losses."""
+    vision_steps: int = 0
+    """The first this many optimizer steps train the vision side alone: the findings
+    losses only (diag, lesion, lesion_class), without the language-model pass. The LM and
+    alignment losses join afterwards, when the findings it will read already mean
+    something."""
     train_split: str = "train"
     """Split trained on."""
     val_split: str | None = "val"
@@ -138,6 +143,7 @@ class TrainConfig:
         _positive_int("checkpoint_every", self.checkpoint_every, minimum=0)
         _positive_int("eval_batches", self.eval_batches, minimum=0)
         _positive_int("log_every", self.log_every)
+        _positive_int("vision_steps", self.vision_steps, minimum=0)
         if not self.out_dir:
             raise ValueError("out_dir must not be empty")
         if self.strategy not in STRATEGIES:

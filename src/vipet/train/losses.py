@@ -69,9 +69,15 @@ class LossWeights:
     lesion: float = 0.0
     """Token-level lesion detection: the findings head's per-token scores against the
     lesion mask (`vipet.model.diag_head.token_lesion_loss`)."""
+    lesion_class: float = 0.0
+    """Token-level lesion type x avidity, on the tokens that hold a lesion
+    (`vipet.model.diag_head.token_class_loss`)."""
 
     def __post_init__(self) -> None:
-        if min(self.lm, self.diag, self.align, self.contrastive, self.lesion) < 0:
+        if (
+            min(self.lm, self.diag, self.align, self.contrastive, self.lesion, self.lesion_class)
+            < 0
+        ):
             raise ValueError("loss weights must be >= 0")
 
 

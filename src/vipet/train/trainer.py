@@ -25,7 +25,7 @@ import os
 import random
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ from vipet.data.dataset import RegionCountBatchSampler, ViPetDataset, collate
 from vipet.data.prompts import IGNORE_INDEX
 from vipet.io.atomic import atomic_output
 from vipet.model.checkpoint import save_vipet
-from vipet.model.diag_head import diag_loss, token_lesion_loss
+from vipet.model.diag_head import diag_loss, token_class_loss, token_lesion_loss
 from vipet.model.vipet import ViPetModel
 from vipet.train.build import build_for_training, trainable_summary
 from vipet.train.config import TrainConfig
@@ -302,6 +302,8 @@ def compute_losses(state: State, batch: Mapping[str, Any]) -> tuple[torch.Tensor
     dev = state.dist.device
     t = {k: v.to(dev) for k, v in batch.items() if isinstance(v, torch.Tensor)}
     weights = state.cfg.loss
+    if state.step < state.cfg.vision_steps:
+        weights = replace(weights, lm=0.0, align=0.0, contrastive=0.0)
     align = weights.align > 0
     answer = t["labels"] != IGNORE_INDEX
     with _autocast(state):
@@ -322,6 +324,12 @@ def compute_losses(state: State, batch: Mapping[str, Any]) -> tuple[torch.Tensor
             scores = out.visual.lesion_scores
             parts["lesion"] = token_lesion_loss(
                 scores.flatten(0, 1).float(), t["lesion"].flatten(0, 1), out.visual.grid
+            )
+        if weights.lesion_class > 0:
+            parts["lesion_class"] = token_class_loss(
+                out.visual.lesion_classes.flatten(0, 1).float(),
+                t["lesion_class"].flatten(0, 1),
+                out.visual.grid,
             )
         if align:
             maps = state.raw_model.attention_maps(out, t["input_ids"], answer)

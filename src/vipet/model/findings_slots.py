@@ -1,0 +1,81 @@
+"""Finding slots: the findings head's K strongest detections per region, as LM tokens.
+
+A report lists lesions one by one (type, place, uptake), so the language model needs
+each finding as something it can point at and count — not only a region-level verdict.
+Per region the slots are the ``K`` tokens of the encoder grid with the highest lesion
+score that are also local maxima of the score over their 3 x 3 x 3 neighbourhood (one
+slot per lesion rather than one per patch a large lesion covers). Each slot embeds
+
+- the fused token itself (what it looks like, with its position embedding),
+- the head's lesion probability and type x avidity probabilities there,
+- the token's normalised grid position (z, y, x in [0, 1]),
+
+through a two-layer MLP into the LM's width. The selection is not differentiable but
+everything the slot carries is, so the LM loss also trains the vision side. A slot's
+attention row (for attention maps) is its one token.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def select_slots(scores: torch.Tensor, grid: tuple[int, int, int], k: int) -> torch.Tensor:
+    """``(B, N)`` token scores on ``grid`` → ``(B, k)`` token indices: local maxima of the
+    score first, highest first (other tokens fill in when a region has fewer than k)."""
+    b, n = scores.shape
+    if n != grid[0] * grid[1] * grid[2]:
+        raise ValueError(f"{n} token scores do not fill the grid {grid}")
+    if not 1 <= k <= n:
+        raise ValueError(f"cannot take {k} slots from {n} tokens")
+    s = scores.detach().float().reshape(b, 1, *grid)
+    peak = s == F.max_pool3d(s, kernel_size=3, stride=1, padding=1)
+    # a non-peak sorts below every peak but keeps its order among non-peaks
+    ranked = torch.where(peak, s, s - (s.max() - s.min() + 1.0)).reshape(b, n)
+    return ranked.topk(k, dim=-1).indices
+
+
+def grid_positions(grid: tuple[int, int, int], device: torch.device | None = None) -> torch.Tensor:
+    """``(N, 3)`` normalised (z, y, x) centre of every token, in [0, 1]."""
+    axes = [(torch.arange(g, device=device, dtype=torch.float32) + 0.5) / g for g in grid]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+
+
+class FindingsSlots(nn.Module):
+    """``fused (B, N, C)``, head ``scores (B, N)`` and ``classes (B, N, K)`` → slot
+    tokens ``(B, slots, hidden)`` and their token indices ``(B, slots)``."""
+
+    def __init__(self, width: int, n_classes: int, hidden: int, slots: int) -> None:
+        super().__init__()
+        self.slots = slots
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(width + n_classes + 4),
+            nn.Linear(width + n_classes + 4, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, hidden),
+        )
+
+    def forward(
+        self,
+        fused: torch.Tensor,
+        scores: torch.Tensor,
+        classes: torch.Tensor,
+        grid: tuple[int, int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = select_slots(scores, grid, self.slots)  # (B, S)
+        take = lambda x: torch.gather(  # noqa: E731
+            x, 1, idx[..., None].expand(-1, -1, x.shape[-1])
+        )
+        pos = grid_positions(grid, fused.device).to(fused.dtype)[idx]  # (B, S, 3)
+        feats = torch.cat(
+            [
+                take(fused),
+                torch.exp(take(classes)),  # the head's class probabilities
+                torch.sigmoid(torch.gather(scores, 1, idx))[..., None],
+                pos,
+            ],
+            dim=-1,
+        )
+        return self.mlp(feats.to(fused.dtype)), idx
