@@ -57,7 +57,7 @@ class VisualFeatures:
     image_shape: tuple[int, int, int]  # (D, H, W) of each region volume
     diag_logits: torch.Tensor | None = None  # (B, R, labels), once computed
     lesion_scores: torch.Tensor | None = None  # (B, R, N) findings-head token scores
-    lesion_classes: torch.Tensor | None = None  # (B, R, N, K) token type x avidity logits
+    lesion_classes: torch.Tensor | None = None  # (B, R, N, K) token type x avidity log-probs
     slot_tokens: torch.Tensor | None = None  # (B, R, S) encoder token of each finding slot
 
 
