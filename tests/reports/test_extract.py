@@ -7,7 +7,7 @@ import pytest
 
 from tests.reports.factories import PHYSIOLOGY, example_lesions
 from vipet.reports.extract import detect_language, extract_findings
-from vipet.reports.render import render_report
+from vipet.reports.render import render_report, report_text
 
 
 def _keys(lesions) -> list[tuple]:
@@ -119,6 +119,20 @@ def test_report_dict_reads_findings_only() -> None:
     }
     assert len(extract_findings(report)) == 1
     assert extract_findings({"Findings": {"Chest": "No abnormal FDG uptake."}}) == []
+
+
+@pytest.mark.parametrize("lang", ["vi", "en"])
+def test_report_as_laid_out_text_reads_findings_only(lang: str) -> None:
+    # a generated report is `report_text` of one: its impression line repeats the lesions
+    lesions = example_lesions()
+    report = render_report(lesions, lang, np.random.default_rng(0), PHYSIOLOGY)
+    text = report_text(report)
+    assert _keys(extract_findings(text)) == _keys(lesions)
+    # the impression alone, without the layout, does name lesions: the cut is what counts
+    impression = text.splitlines()[-1].partition(":")[2]
+    assert extract_findings(impression, lang)
+    # text without the layout is read whole, as before
+    assert len(extract_findings(text.replace(":\n", " ").replace(":", ","), lang)) > len(lesions)
 
 
 def test_to_dict_and_lesion() -> None:

@@ -544,20 +544,47 @@ def _sections(report: Mapping) -> list[tuple[str, str | None]]:
     return out
 
 
+def _laid_out_sections(text: str) -> list[tuple[str, str | None]] | None:
+    """The findings of a plain text laid out like `vipet.reports.render.report_text`
+    (one "heading: text" per line, a findings heading line, an impression line), or None
+    for text without that layout. Generated reports are this text: read whole, the
+    impression would list every lesion a second time."""
+    out: list[tuple[str, str | None]] = []
+    laid_out = False
+    for line in text.splitlines():
+        head, sep, rest = line.partition(":")
+        key = nfc(head).strip().lower()
+        if sep and key in _IMPRESSION_KEYS:
+            return out
+        if sep and key in _FINDINGS_KEYS:
+            laid_out = True
+            rest = rest.strip()
+            if not rest:
+                continue
+        if sep and key in _HEADINGS:
+            laid_out = True
+            out.append((rest.strip(), _HEADINGS[key]))
+        elif line.strip():
+            out.append((line.strip(), None))
+    return out if laid_out else None
+
+
 def extract_findings(
     text_or_report: str | Mapping, lang: str | None = None
 ) -> list[ExtractedLesion]:
     """The lesions a report describes, in reading order.
 
     ``text_or_report`` is a plain report text or a ViMed JSON report dict (findings
-    sections only are read — see `_sections`); ``lang`` "vi" / "en", or None to detect
+    sections only are read — see `_sections`; so is a text laid out as `report_text`
+    writes a report, see `_laid_out_sections`); ``lang`` "vi" / "en", or None to detect
     it from the text. A finding with no place words takes the class of its report section
     when that is unambiguous (head–neck → neck, abdomen–pelvis → abdomen), else "other".
     """
     if isinstance(text_or_report, Mapping):
         sections = _sections(text_or_report)
     else:
-        sections = [(str(text_or_report), None)]
+        text = str(text_or_report)
+        sections = _laid_out_sections(text) or [(text, None)]
     if lang is None:
         lang = detect_language(" ".join(text for text, _ in sections))
     if lang not in ("vi", "en"):
