@@ -359,3 +359,45 @@ def test_finding_slots_are_tokens_the_lm_reads() -> None:
     assert m.diag_head.mlp[-1].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="findings_slots"):
         tiny_config(findings_slots=-1)
+
+
+def test_slots_below_the_threshold_show_the_empty_token() -> None:
+    torch.manual_seed(0)
+    m = ViPetModel(tiny_config(findings_slots=3, slot_threshold=0.5)).eval()
+    ids, ct, pet = batch(m)
+    with torch.no_grad():
+        v = m.encode_images(ct, pet)
+        prob = torch.sigmoid(torch.gather(v.lesion_scores, 2, v.slot_tokens))
+        # a threshold that cuts this random head's slot probabilities in half
+        m.findings_slots.threshold = float(prob.median())
+        v = m.encode_images(ct, pet, with_attention=True)
+    assert torch.equal(v.slot_filled, prob >= prob.median())
+    assert v.slot_filled.any() and not v.slot_filled.all()
+    slots = v.tokens.reshape(2, 3, -1, 32)[:, :, -3:]  # (B, R, S, hidden)
+    empty = m.findings_slots.empty.detach()
+    assert torch.allclose(slots[~v.slot_filled], empty.expand(int((~v.slot_filled).sum()), -1))
+    assert not torch.isclose(slots[v.slot_filled], empty).all(-1).any()
+    # an empty slot's attention row points nowhere; a filled one at its own token
+    rows = v.resampler_attention[:, :, -3:]
+    assert torch.equal(rows.sum(-1) > 0, v.slot_filled)
+    # the threshold is no weight: a saved model can be re-calibrated through its config
+    m.findings_slots.threshold = 0.0
+    with torch.no_grad():
+        assert m.encode_images(ct, pet).slot_filled.all()
+    with pytest.raises(ValueError, match="slot_threshold"):
+        tiny_config(findings_slots=3, slot_threshold=1.0)
+
+
+def test_dense_lesion_head_reads_both_stems() -> None:
+    enc = {"image_size": [8, 32, 32], "patch_size": [4, 8, 8], "width": 32, "depth": 1,
+           "heads": 2, "stem": "conv", "dense_stage": 1}
+    m = ViPetModel(tiny_config(ct_encoder=enc, dense_lesion=True))
+    ids, ct, pet = batch(m)
+    v = m.encode_images(ct, pet)
+    assert v.lesion_dense.shape == (2, 3, 4, 16, 16)
+    v.lesion_dense.sum().backward()
+    for enc_ in (m.ct_encoder, m.pet_encoder):
+        assert enc_.patch_embed[0].weight.grad.abs().sum() > 0
+    assert ViPetModel(tiny_config()).encode_images(ct, pet).lesion_dense is None
+    with pytest.raises(ValueError, match="dense_lesion"):
+        tiny_config(dense_lesion=True)

@@ -412,3 +412,68 @@ def test_conv_stem_keeps_the_image_signal_at_initialisation() -> None:
     # and two different images give clearly different tokens
     other = enc.patch_embed(torch.rand(2, 1, 32, 128, 128)).flatten(2).transpose(1, 2)
     assert float((image - other).std()) > 0.1 * float(image.std())
+
+
+def test_white_tophat_keeps_small_hot_spots_and_drops_large_ones() -> None:
+    from vipet.model.encoder3d import white_tophat
+
+    x = torch.zeros(1, 1, 9, 32, 32)
+    x[:, :, 2:8, 4:20, 4:20] = 1.0  # an "organ" larger than the box
+    x[:, :, 4, 26, 26] = 2.0  # a "lesion" smaller than it
+    th = white_tophat(x, (3, 5, 5))
+    assert th[0, 0, 4, 26, 26] == 2.0
+    assert th[0, 0, 2:8, 6:18, 6:18].abs().max() == 0.0  # the organ's inside is gone
+    assert th.min() >= 0.0  # opening never exceeds the image
+    # the box filter is separable: the same as a 3-D max-pool box
+    box = -F.max_pool3d(-x, (3, 5, 5), 1, (1, 2, 2))
+    opened = F.max_pool3d(box, (3, 5, 5), 1, (1, 2, 2))
+    assert torch.allclose(th, x - opened)
+
+
+def test_encoder_tophat_channel_and_dense_features() -> None:
+    cfg = EncoderConfig(
+        image_size=(8, 32, 32), patch_size=(4, 8, 8), width=32, depth=1, heads=2,
+        stem="conv", tophat=(3, 5, 5), dense_stage=1,
+    )
+    enc = ViT3D(cfg)
+    assert enc.patch_embed[0].in_channels == 2  # image + its top-hat
+    x = torch.rand(2, 1, 8, 32, 32)
+    tokens, dense = enc(x, dense=True)
+    assert torch.allclose(tokens, enc(x), atol=1e-6)  # the tap changes nothing
+    assert dense.shape == (2, cfg.dense_channels, 4, 16, 16)  # after one (2, 2, 2) stage
+    with pytest.raises(ValueError, match="dense_stage"):
+        ViT3D(EncoderConfig(image_size=(8, 32, 32), patch_size=(4, 8, 8), width=32,
+                            depth=1, heads=2, stem="conv"))(x, dense=True)
+    for bad, match in (({"tophat": (3, 4, 5)}, "tophat"), ({"dense_stage": 9}, "dense_stage"),
+                       ({"stem": "linear", "dense_stage": 1}, "dense_stage")):
+        kw = {"image_size": (8, 32, 32), "patch_size": (4, 8, 8), "width": 32, "depth": 1,
+              "heads": 2, "stem": "conv", **bad}
+        with pytest.raises(ValueError, match=match):
+            EncoderConfig(**kw)
+
+
+def test_dense_lesion_loss_teaches_where_the_lesion_is() -> None:
+    from vipet.model.dense_head import DenseLesionHead, dense_lesion_loss, dense_targets
+
+    lesion = torch.zeros(2, 8, 32, 32, dtype=torch.bool)
+    lesion[0, 3:5, 8:11, 20:22] = True  # a lesion in the first volume only
+    t = dense_targets(lesion, (4, 8, 8))
+    assert t.shape == (2, 4, 8, 8) and t[0].sum() == 2 and t[1].sum() == 0
+    assert t[0, 1:3, 2, 5].eq(1).all()
+    torch.manual_seed(0)
+    head = DenseLesionHead(4, 4, hidden=8)
+    ct, pet = torch.randn(2, 4, 4, 8, 8), torch.randn(2, 4, 4, 8, 8)
+    pet[0, :, 1:3, 2, 5] += 3.0  # the lesion shows in the PET features
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    first = None
+    for _ in range(150):
+        loss = dense_lesion_loss(head(ct, pet), lesion)
+        first = first if first is not None else float(loss.detach())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.3 * first
+    logits = head(ct, pet)
+    assert logits[0, 1:3, 2, 5].min() > logits[0].flatten().topk(3).values[-1] - 1e-6
+    # a batch without lesions: BCE alone, finite
+    assert torch.isfinite(dense_lesion_loss(logits, torch.zeros_like(lesion)))

@@ -62,6 +62,16 @@ class ViPetConfig(PreTrainedConfig):
     findings_slots: int = 0
     """Append this many finding slots per region (`vipet.model.findings_slots`): the
     findings head's strongest detections, each one token the LM can describe."""
+    dense_lesion: bool = False
+    """A voxel-level lesion head on the encoders' dense stem features (`dense_stage`):
+    supervised by the lesion mask (`vipet.model.dense_head`), it teaches the stems what a
+    lesion looks like locally, thousands of labelled voxels per volume instead of a
+    handful of labelled tokens."""
+    slot_threshold: float = 0.0
+    """A slot whose lesion probability is below this shows the LM a learned "empty"
+    token instead of its detection, so the number of filled slots is the number of
+    findings the head stands behind (0: every slot filled). The threshold is no weight: a
+    trained model's can be re-calibrated (its config.json) without retraining."""
     attention_top_heads: float = 0.25
     """Share of (layer, head) pairs, most visually attentive first, kept for attention maps."""
     tie_word_embeddings: bool = False
@@ -93,6 +103,12 @@ class ViPetConfig(PreTrainedConfig):
             or (self.findings_slots < 0)
         ):
             raise ValueError(f"findings_slots must be an integer >= 0, got {self.findings_slots!r}")
+        if self.dense_lesion and not (
+            self.ct_encoder["dense_stage"] and self.pet_encoder["dense_stage"]
+        ):
+            raise ValueError("dense_lesion needs dense_stage > 0 in both encoder configs")
+        if not 0.0 <= self.slot_threshold < 1.0:
+            raise ValueError(f"slot_threshold must be in [0, 1), got {self.slot_threshold!r}")
         if not 0.0 < self.attention_top_heads <= 1.0:
             raise ValueError(
                 f"attention_top_heads must be in (0, 1], got {self.attention_top_heads}"

@@ -62,6 +62,17 @@ class EncoderConfig(DictConfig):
     """Patch embedding: "linear" (one Conv3d, kernel = stride = patch), "peak" (the same
     plus a Conv3d over the patch's sub-block maxima) or "conv" (a small strided 3D CNN
     down to the token grid, see `conv_stem`)."""
+    tophat: tuple[int, int, int] = (0, 0, 0)
+    """Structuring box (d, h, w voxels, odd) of a white top-hat added as a second input
+    channel (`white_tophat`); (0, 0, 0): none. Why: a lesion is a hot spot *smaller than
+    the organs around it*. The top-hat keeps what is smaller than the box and drops
+    brain, heart, liver and bladder, the physiological uptake that otherwise outshines
+    lesions at the same place in every patient, so the encoder does not have to learn
+    that morphology from a few hundred volumes."""
+    dense_stage: int = 0
+    """With a "conv" stem: hand out the feature map after this many stem stages (1 = the
+    first, at half resolution in-plane) as dense features for voxel-level supervision
+    (`ViT3D.forward` ``dense=True``); 0: none."""
 
     def __post_init__(self) -> None:
         for name in ("image_size", "patch_size"):
@@ -83,8 +94,28 @@ class EncoderConfig(DictConfig):
             )
         if self.stem not in STEMS:
             raise ValueError(f"unknown stem {self.stem!r}; choose from {list(STEMS)}")
+        if len(self.tophat) != 3 or any(k < 0 or (k and k % 2 == 0) for k in self.tophat):
+            raise ValueError(f"tophat must be three odd sizes (or zeros), got {self.tophat}")
+        if any(self.tophat) and not all(self.tophat):
+            raise ValueError(f"tophat must be all zero or all odd, got {self.tophat}")
+        if self.dense_stage and (self.stem != "conv" or self.dense_stage >= len(
+            stem_strides(tuple(self.patch_size))
+        )):
+            raise ValueError(
+                f"dense_stage {self.dense_stage} needs a conv stem with more stages than that"
+            )
         if self.pos_embed == "sincos" and self.width < 6:
             raise ValueError(f"sincos position embedding needs width >= 6, got {self.width}")
+
+    @property
+    def stem_channels(self) -> int:
+        """Input channels of the patch embedding (the top-hat adds one per channel)."""
+        return self.in_channels * (2 if any(self.tophat) else 1)
+
+    @property
+    def dense_channels(self) -> int:
+        """Channels of the dense features (`dense_stage`)."""
+        return min(16 * 2 ** (self.dense_stage - 1), self.width) if self.dense_stage else 0
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -116,6 +147,24 @@ def sincos_embedding_3d(grid: tuple[int, int, int], width: int) -> torch.Tensor:
         parts += [angles.sin(), angles.cos()]
     emb = torch.cat(parts, dim=1)
     return nn.functional.pad(emb, (0, width - emb.shape[1]))
+
+
+def white_tophat(x: torch.Tensor, box: tuple[int, int, int]) -> torch.Tensor:
+    """``x − opening(x)`` over a ``box`` (odd sizes): what of ``x`` is brighter than its
+    surroundings and smaller than the box. Grey-scale opening = erosion (a min filter)
+    then dilation (a max filter); a box filter is three 1-D ones in a row, so this is a
+    few cheap max-pools and no parameters."""
+
+    def dilate(v: torch.Tensor) -> torch.Tensor:
+        for axis, k in enumerate(box):
+            size = [1, 1, 1]
+            size[axis] = k
+            pad = [0, 0, 0]
+            pad[axis] = k // 2
+            v = nn.functional.max_pool3d(v, tuple(size), stride=1, padding=tuple(pad))
+        return v
+
+    return x - dilate(-dilate(-x))
 
 
 def stem_strides(patch: tuple[int, int, int]) -> list[tuple[int, int, int]]:
@@ -179,11 +228,12 @@ class ViT3D(nn.Module):
         super().__init__()
         self.config = config
         c = config.width
+        c_in = config.stem_channels
         if config.stem == "conv":
-            self.patch_embed = conv_stem(config.in_channels, c, tuple(config.patch_size))
+            self.patch_embed = conv_stem(c_in, c, tuple(config.patch_size))
         else:
             self.patch_embed = nn.Conv3d(
-                config.in_channels, c, kernel_size=config.patch_size, stride=config.patch_size
+                c_in, c, kernel_size=config.patch_size, stride=config.patch_size
             )
         # "peak" stem: a linear patch embedding averages a 10 mm lesion away among the
         # ~1000 voxels of a patch, and a linear map cannot say "there is a hot spot
@@ -192,7 +242,7 @@ class ViT3D(nn.Module):
         self.peak_embed = None
         if config.stem == "peak":
             k = tuple(p // b for p, b in zip(config.patch_size, config.peak_block, strict=True))
-            self.peak_embed = nn.Conv3d(config.in_channels, c, kernel_size=k, stride=k)
+            self.peak_embed = nn.Conv3d(c_in, c, kernel_size=k, stride=k)
         if config.pos_embed == "learned":
             self.pos_embed = nn.Parameter(torch.zeros(1, config.num_tokens, c))
         else:  # fixed: not a parameter, and not saved (recomputed from the config)
@@ -218,14 +268,28 @@ class ViT3D(nn.Module):
     def num_tokens(self) -> int:
         return self.config.num_tokens
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, in_channels, D, H, W) → tokens (B, N, width)."""
+    def forward(
+        self, x: torch.Tensor, dense: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``x`` (B, in_channels, D, H, W) → tokens (B, N, width); with ``dense`` also
+        the stem's feature map after ``dense_stage`` stages (B, dense_channels, d, h, w)."""
         want = (self.config.in_channels, *self.config.image_size)
         if x.dim() != 5 or tuple(x.shape[1:]) != want:
             raise ValueError(
                 f"ViT3D expects (B, {', '.join(map(str, want))}), got {tuple(x.shape)}"
             )
-        t = self.patch_embed(x)
+        if dense and not self.config.dense_stage:
+            raise ValueError("dense features need dense_stage > 0 in the encoder config")
+        if any(self.config.tophat):
+            x = torch.cat([x, white_tophat(x, tuple(self.config.tophat))], dim=1)
+        features = None
+        if dense:
+            # each stage but the last is Conv3d, GroupNorm, GELU
+            cut = 3 * self.config.dense_stage
+            features = self.patch_embed[:cut](x)
+            t = self.patch_embed[cut:](features)
+        else:
+            t = self.patch_embed(x)
         if self.peak_embed is not None:
             block = self.config.peak_block
             t = t + self.peak_embed(nn.functional.max_pool3d(x, block, block))
@@ -233,7 +297,8 @@ class ViT3D(nn.Module):
         t = self.dropout(t + self.pos_embed)
         for block in self.blocks:
             t, _ = block(t)
-        return self.ln_f(t)
+        t = self.ln_f(t)
+        return (t, features) if dense else t
 
 
 def freeze(module: nn.Module) -> nn.Module:

@@ -26,6 +26,7 @@ from vipet.model.attention_map import attention_maps
 from vipet.model.config import ViPetConfig
 from vipet.model.diag_head import Findings, FindingsHead
 from vipet.model.encoder3d import ViT3D
+from vipet.model.dense_head import DenseLesionHead
 from vipet.model.findings_slots import FindingsSlots
 from vipet.model.fusion import build_fusion
 from vipet.model.language import LoraSettings, apply_lora, build_language_model
@@ -40,9 +41,11 @@ PARTS: tuple[str, ...] = (
     "language_model",
     "findings_projector",
     "findings_slots",
+    "dense_head",
 )
 """The named parts of `ViPetModel` (``findings_projector`` is None unless
-``config.findings_token``, ``findings_slots`` unless ``config.findings_slots``); training
+``config.findings_token``, ``findings_slots`` unless ``config.findings_slots``,
+``dense_head`` unless ``config.dense_lesion``); training
 stages freeze and unfreeze by these names."""
 
 
@@ -59,6 +62,8 @@ class VisualFeatures:
     lesion_scores: torch.Tensor | None = None  # (B, R, N) findings-head token scores
     lesion_classes: torch.Tensor | None = None  # (B, R, N, K) token type x avidity log-probs
     slot_tokens: torch.Tensor | None = None  # (B, R, S) encoder token of each finding slot
+    slot_filled: torch.Tensor | None = None  # (B, R, S) bool: the slot shows a detection
+    lesion_dense: torch.Tensor | None = None  # (B, R, d, h, w) voxel-level lesion logits
 
 
 @dataclass
@@ -91,6 +96,12 @@ class ViPetModel(PreTrainedModel):
             self.findings_projector = nn.Sequential(
                 nn.Linear(self.diag_head.num_labels, hidden), nn.GELU(), nn.Linear(hidden, hidden)
             )
+        self.dense_head = None
+        if config.dense_lesion:
+            self.dense_head = DenseLesionHead(
+                config.ct_encoder_settings.dense_channels,
+                config.pet_encoder_settings.dense_channels,
+            )
         self.findings_slots = None
         if config.findings_slots:
             self.findings_slots = FindingsSlots(
@@ -98,6 +109,7 @@ class ViPetModel(PreTrainedModel):
                 self.diag_head.num_labels - 1,
                 config.projector_settings.out_width,
                 config.findings_slots,
+                config.slot_threshold,
             )
         lm = (
             language_model
@@ -137,8 +149,15 @@ class ViPetModel(PreTrainedModel):
             )
         b, r = ct.shape[:2]
         flat = lambda x: x.reshape(b * r, 1, *x.shape[2:]).to(self.dtype)  # noqa: E731
-        ct_tok = self.ct_encoder(flat(ct))  # (B·R, N, C)
-        pet_tok = self.pet_encoder(flat(pet))
+        dense = None
+        if self.dense_head is not None:
+            ct_tok, ct_dense = self.ct_encoder(flat(ct), dense=True)  # (B·R, N, C)
+            pet_tok, pet_dense = self.pet_encoder(flat(pet), dense=True)
+            dense = self.dense_head(ct_dense, pet_dense)
+            dense = dense.reshape(b, r, *dense.shape[1:])
+        else:
+            ct_tok = self.ct_encoder(flat(ct))  # (B·R, N, C)
+            pet_tok = self.pet_encoder(flat(pet))
         fused = self.fusion(pet_tok, ct_tok)  # PET queries CT
         grid = self.ct_encoder.grid
         if with_attention:
@@ -151,6 +170,7 @@ class ViPetModel(PreTrainedModel):
             resampler_attention=attn,
             grid=tuple(grid),
             image_shape=tuple(ct.shape[2:]),
+            lesion_dense=dense,
         )
         if self.findings_projector is not None or self.findings_slots is not None:
             self._append_findings(visual, fused)
@@ -172,14 +192,19 @@ class ViPetModel(PreTrainedModel):
             rows.append(torch.softmax(found.scores.float(), dim=-1)[:, None])
         slot_idx = None
         if self.findings_slots is not None:
-            slots, slot_idx = self.findings_slots(fused, found.scores, found.classes, visual.grid)
+            slots, slot_idx, filled = self.findings_slots(
+                fused, found.scores, found.classes, visual.grid
+            )
             extra.append(slots.to(visual.tokens.dtype))
-            rows.append(F.one_hot(slot_idx, fused.shape[1]).float())
+            # an empty slot points nowhere: its attention row is zero
+            rows.append(F.one_hot(slot_idx, fused.shape[1]).float() * filled[..., None])
         visual.tokens = torch.cat([visual.tokens, *extra], dim=1)
         if visual.resampler_attention is not None:
             attn = visual.resampler_attention
             visual.resampler_attention = torch.cat([attn, *(x.to(attn.dtype) for x in rows)], 1)
         self._keep_findings(visual, found, slot_idx)
+        if slot_idx is not None:
+            visual.slot_filled = filled.reshape(*visual.slot_tokens.shape)
 
     @staticmethod
     def _keep_findings(
