@@ -521,6 +521,13 @@ def ablate(
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="Workers for building the cache.")
     ] = 2,
+    by_region: Annotated[
+        bool,
+        typer.Option(
+            "--by-region/--whole-study",
+            help="Write each report region by region (for models trained on region reports).",
+        ),
+    ] = False,
 ) -> None:
     """Train every variant (fusion swapped, a loss off) at the same budget and seed, then
     score each: clinical F1, VQA, NLG and attention in lesion -> OUT/ablation.json/.md."""
@@ -536,6 +543,7 @@ def ablate(
         lang=lang,
         max_studies=max_studies,
         workers=workers,
+        by_region=by_region,
     )
     results = run_ablation(ab, log=typer.echo)
     typer.echo(markdown(results))

@@ -89,7 +89,8 @@ def test_variant_configs() -> None:
     ab = AblationConfig(config=CONFIG, data=Path("d"), out=Path("o"), overrides=COMMON)
     assert variant_config(ab, "concat").fusion == "concat"
     assert variant_config(ab, "no_align").loss.align == 0
-    assert variant_config(ab, "no_diag").loss.diag == 0
+    no_diag = variant_config(ab, "no_diag")
+    assert no_diag.loss.diag == no_diag.loss.lesion_dense == no_diag.vision_steps == 0
     full = variant_config(ab, "full")
     assert full.fusion is None and full.out_dir == str(Path("o") / "full")
     assert {variant_config(ab, v).optim.max_steps for v in VARIANTS} == {2}

@@ -209,6 +209,55 @@ def test_vision_steps_train_the_findings_first_then_the_lm(tok, data, tmp_path) 
         _cfg(tmp_path, vision_steps=-1)
 
 
+def test_vision_steps_pass_over_whole_study_batches(tok, data, tmp_path, monkeypatch) -> None:
+    from vipet.train import trainer
+
+    seen: list[tuple[int, int]] = []  # (step, regions per item) of every batch trained on
+    inner = trainer.compute_losses
+
+    def spy(state, batch):
+        seen.append((state.step, int(batch["ct"].shape[1])))
+        return inner(state, batch)
+
+    monkeypatch.setattr(trainer, "compute_losses", spy)
+    cfg = replace(
+        _cfg(tmp_path, max_steps=8, vision_steps=4),
+        data=DataConfig(langs=("en",), max_length=256, report_scope="both"),
+    )
+    fit(cfg, tok, *data)
+    assert [r for step, r in seen if step < 4] == [1] * 4
+    assert len(seen) == 8  # the skipped batches are not trained on; every step still is
+
+
+@pytest.mark.parametrize(
+    ("device", "precision", "dtype"),
+    [("cpu", "bf16", torch.bfloat16), ("cpu", "fp16", None), ("cpu", "fp32", None),
+     ("cuda", "fp16", torch.float16)],
+)
+def test_autocast_by_device_and_precision(device, precision, dtype) -> None:
+    from types import SimpleNamespace
+
+    from vipet.train.trainer import _autocast
+
+    state = SimpleNamespace(
+        dist=SimpleNamespace(device=torch.device(device)),
+        cfg=SimpleNamespace(precision=precision),
+    )
+    ctx = _autocast(state)
+    if dtype is None:
+        assert not isinstance(ctx, torch.autocast)
+    else:
+        assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == dtype
+
+
+def test_dense_loss_needs_a_dense_model(tok, data, tmp_path) -> None:
+    from vipet.errors import ConfigError
+
+    cfg = replace(_cfg(tmp_path, max_steps=1), loss=LossWeights(lesion_dense=1.0))
+    with pytest.raises(ConfigError, match="dense_lesion"):
+        fit(cfg, tok, *data)
+
+
 def test_cli_train_with_config_and_overrides(tmp_path, capsys) -> None:
     from vipet.cli import main
 

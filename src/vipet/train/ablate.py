@@ -46,8 +46,16 @@ VARIANTS: dict[str, list[str]] = {
     "pet_only": ["fusion=pet_only"],
     "no_align": ["loss.align=0"],
     # "without the findings loss": every loss that supervises the findings head — the
-    # region labels and the token-level lesion and type x avidity targets
-    "no_diag": ["loss.diag=0", "loss.lesion=0", "loss.lesion_class=0"],
+    # region labels, the token-level lesion and type x avidity targets and the voxel-level
+    # lesion map. With none of them a vision-only phase would train nothing, so its steps
+    # go to the joint phase (the step budget stays the same).
+    "no_diag": [
+        "loss.diag=0",
+        "loss.lesion=0",
+        "loss.lesion_class=0",
+        "loss.lesion_dense=0",
+        "vision_steps=0",
+    ],
 }
 """Each variant's config overrides on top of the base config (read-only registry)."""
 
@@ -84,6 +92,9 @@ class AblationConfig:
     """Vocabulary of the shared tokenizer (as ``vipet train`` trains it)."""
     report_tokens: int = 400
     """Longest generated report, in tokens (smoke runs may cut it)."""
+    by_region: bool = False
+    """Write each report region by region (`vipet.inference.predictor.Predictor.report`),
+    as for a model trained on region reports only."""
 
     def __post_init__(self) -> None:
         names = tuple(self.variants)
@@ -120,6 +131,7 @@ class AblationConfig:
             "lang": self.lang,
             "max_studies": self.max_studies,
             "report_tokens": self.report_tokens,
+            "by_region": self.by_region,
         }
 
 
@@ -232,6 +244,7 @@ def score_variant(
         progress=progress,
         max_studies=ab.max_studies,
         report_tokens=ab.report_tokens,
+        by_region=ab.by_region,
     )
     lines = "\n".join(json.dumps(row, ensure_ascii=False) for row in preds) + "\n"
     atomic_write_bytes(ab.out / variant / f"predictions_{ab.split}_{ab.lang}.jsonl", lines.encode())

@@ -72,12 +72,12 @@ class LossWeights:
     lesion_class: float = 0.0
     """Token-level lesion type x avidity, on the tokens that hold a lesion
     (`vipet.model.diag_head.token_class_loss`)."""
+    lesion_dense: float = 0.0
+    """Voxel-level lesion mask on the stems' dense features
+    (`vipet.model.dense_head.dense_lesion_loss`); needs a model with ``dense_lesion``."""
 
     def __post_init__(self) -> None:
-        if (
-            min(self.lm, self.diag, self.align, self.contrastive, self.lesion, self.lesion_class)
-            < 0
-        ):
+        if min(vars(self).values()) < 0:
             raise ValueError("loss weights must be >= 0")
 
 

@@ -51,8 +51,10 @@ from tqdm.auto import tqdm
 from vipet.config import from_dict, to_dict
 from vipet.data.dataset import RegionCountBatchSampler, ViPetDataset, collate
 from vipet.data.prompts import IGNORE_INDEX
+from vipet.errors import ConfigError
 from vipet.io.atomic import atomic_output
 from vipet.model.checkpoint import save_vipet
+from vipet.model.dense_head import dense_lesion_loss
 from vipet.model.diag_head import diag_loss, token_class_loss, token_lesion_loss
 from vipet.model.vipet import ViPetModel
 from vipet.train.build import build_for_training, trainable_summary
@@ -291,9 +293,10 @@ def _is_sharded(state: State) -> bool:
 
 def _autocast(state: State) -> contextlib.AbstractContextManager:
     dev = state.dist.device.type
-    if dev != "cuda" or state.cfg.precision == "fp32":
+    precision = state.cfg.precision
+    if precision == "fp32" or (dev != "cuda" and precision != "bf16"):
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if state.cfg.precision == "bf16" else torch.float16
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(dev, dtype=dtype)
 
 
@@ -330,6 +333,13 @@ def compute_losses(state: State, batch: Mapping[str, Any]) -> tuple[torch.Tensor
                 out.visual.lesion_classes.flatten(0, 1).float(),
                 t["lesion_class"].flatten(0, 1),
                 out.visual.grid,
+            )
+        if weights.lesion_dense > 0:
+            dense = out.visual.lesion_dense
+            if dense is None:
+                raise ConfigError("loss.lesion_dense needs a model with dense_lesion: true")
+            parts["lesion_dense"] = dense_lesion_loss(
+                dense.flatten(0, 1).float(), t["lesion"].flatten(0, 1)
             )
         if align:
             maps = state.raw_model.attention_maps(out, t["input_ids"], answer)
@@ -625,6 +635,21 @@ def _micro_batches(state: State) -> Iterator[dict[str, Any]]:
         state.position = 0
 
 
+def _next_micro_batch(state: State, batches: Iterator[dict[str, Any]]) -> dict[str, Any]:
+    """The next micro-batch; in the vision-only phase (``vision_steps``) whole-study
+    batches are passed over when the data has single-region ones: they show the same
+    region volumes again, at about five times the cost of a region batch, and the
+    findings losses gain nothing from seeing them together."""
+    batch = next(batches)
+    if state.step >= state.cfg.vision_steps:
+        return batch
+    for _ in range(len(state.loader)):  # at most one epoch: data with no region items
+        if batch["ct"].shape[1] == 1:
+            return batch
+        batch = next(batches)
+    return batch
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop lines after ``step`` (written by a run that died after its last checkpoint)."""
     if not path.is_file():
@@ -703,7 +728,7 @@ def _fit(cfg, tokenizer, data_root, cache_dir, on_step, until, d: Dist) -> dict[
     stop = o.max_steps if until is None else min(until, o.max_steps)
     board = _tensorboard(out) if d.main else None
     while state.step < stop:
-        micro = [next(batches) for _ in range(o.grad_accum)]
+        micro = [_next_micro_batch(state, batches) for _ in range(o.grad_accum)]
         log = _all_reduce_mean(d, train_step(state, micro))
         bar.update(1)
         bar.set_postfix(loss=f"{log['loss/total']:.4f}")
