@@ -284,3 +284,26 @@ def test_lesion_classes_name_each_lesion_by_type_and_avidity(ds) -> None:
                 assert bool((got == want).all())
                 checked += 1
     assert checked >= 2
+
+
+def test_filed_lesions_number_the_lesions_each_region_reports(ds) -> None:
+    checked = 0
+    for sid in ds.study_ids:
+        lesions = ds._gt[sid]["lesions"]
+        item = ds[_first(ds, study_id=sid, task="report", region=WHOLE)]
+        assert item["filed_lesions"].dtype == torch.uint8
+        assert item["filed_lesions"].shape == item["lesion"].shape
+        for k, region in enumerate(REGIONS):
+            sample = ds._samples(sid)[region]
+            filed = [les for les in lesions if les["region"] == region]
+            for n, les in enumerate(filed, start=1):
+                on = torch.from_numpy(sample.lesion == les["id"]) if sample.lesion is not None else None
+                if on is None or not bool(on.any()):
+                    assert not bool((item["filed_lesions"][k] == n).any())
+                    continue
+                assert bool((item["filed_lesions"][k][on] == n).all())
+                checked += 1
+            # nothing else is labelled: a lesion reaching in from another region is not
+            assert int(item["filed_lesions"][k].max()) <= len(filed)
+            assert bool((item["filed_lesions"][k] > 0).sum() <= item["lesion"][k].sum())
+    assert checked >= 2

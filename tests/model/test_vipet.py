@@ -401,3 +401,43 @@ def test_dense_lesion_head_reads_both_stems() -> None:
     assert ViPetModel(tiny_config()).encode_images(ct, pet).lesion_dense is None
     with pytest.raises(ValueError, match="dense_lesion"):
         tiny_config(dense_lesion=True)
+
+
+def test_teacher_slots_sit_on_the_described_lesions() -> None:
+    from vipet.model.findings_slots import teacher_slots
+
+    filed = torch.zeros(2, 8, 32, 32, dtype=torch.uint8)
+    filed[0, 0:2, 0:3, 6:9] = 1  # x 6, 7 in token (0, 0, 0), x 8 in (0, 0, 1): the first
+    filed[0, 5:8, 17:24, 9:12] = 2  # token (1, 2, 1) = 16 + 8 + 1
+    filed[0, 4:6, 30:32, 30:32] = 3  # beyond k = 2: dropped
+    idx, filled = teacher_slots(filed, (2, 4, 4), k=2)
+    assert idx[0].tolist() == [0, 25] and filled.tolist() == [[True, True], [False, False]]
+    with pytest.raises(ValueError, match="tile"):
+        teacher_slots(filed[:, :, :30], (2, 4, 4), k=2)
+
+
+def test_teacher_forced_slots_replace_the_detections() -> None:
+    from vipet.model.findings_slots import teacher_slots
+
+    torch.manual_seed(0)
+    m = ViPetModel(tiny_config(findings_slots=3, slot_threshold=0.5)).eval()
+    ids, ct, pet = batch(m)
+    filed = torch.zeros(2, 3, 8, 32, 32, dtype=torch.uint8)
+    filed[0, 1, 4:8, 8:16, 8:16] = 1
+    filed[1, 2, 0:4, 24:32, 0:8] = 1
+    filed[1, 2, 4:8, 0:8, 24:32] = 2
+    with torch.no_grad():
+        v = m.encode_images(ct, pet, with_attention=True, slot_lesions=filed)
+        out = m(input_ids=ids, ct=ct, pet=pet, slot_lesions=filed)
+    want_idx, want_filled = teacher_slots(filed.flatten(0, 1), (2, 4, 4), 3)
+    assert torch.equal(v.slot_filled.flatten(0, 1), want_filled)
+    assert torch.equal(v.slot_tokens.flatten(0, 1)[want_filled], want_idx[want_filled])
+    assert v.slot_filled.sum() == 3 and v.slot_filled[1, 2, :2].all()
+    # the forward pass reads the same slots; empty ones show the empty token
+    assert torch.equal(out.visual.slot_filled, v.slot_filled)
+    slots = v.tokens.reshape(2, 3, -1, 32)[:, :, -3:]
+    empty = m.findings_slots.empty.detach()
+    assert torch.allclose(slots[~v.slot_filled], empty.expand(int((~v.slot_filled).sum()), -1))
+    # a forced slot's attention row points at its lesion's token
+    rows = v.resampler_attention[:, :, -3:]
+    assert int(rows[1, 2, 0].argmax()) == int(want_idx[5, 0])

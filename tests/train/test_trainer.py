@@ -215,9 +215,9 @@ def test_vision_steps_pass_over_whole_study_batches(tok, data, tmp_path, monkeyp
     seen: list[tuple[int, int]] = []  # (step, regions per item) of every batch trained on
     inner = trainer.compute_losses
 
-    def spy(state, batch):
+    def spy(state, batch, **kw):
         seen.append((state.step, int(batch["ct"].shape[1])))
-        return inner(state, batch)
+        return inner(state, batch, **kw)
 
     monkeypatch.setattr(trainer, "compute_losses", spy)
     cfg = replace(
@@ -256,6 +256,32 @@ def test_dense_loss_needs_a_dense_model(tok, data, tmp_path) -> None:
     cfg = replace(_cfg(tmp_path, max_steps=1), loss=LossWeights(lesion_dense=1.0))
     with pytest.raises(ConfigError, match="dense_lesion"):
         fit(cfg, tok, *data)
+
+
+def test_slot_teacher_forces_the_chosen_steps(tok, data, tmp_path, monkeypatch) -> None:
+    from vipet.errors import ConfigError
+    from vipet.model import presets, vipet
+
+    with pytest.raises(ConfigError, match="finding slots"):
+        fit(_cfg(tmp_path / "none", max_steps=1, slot_teacher=1.0), tok, *data)
+    monkeypatch.setitem(presets.PRESETS, "tiny", {**presets.PRESETS["tiny"], "findings_slots": 2})
+    forced: list[bool] = []
+    encode = vipet.ViPetModel.encode_images
+
+    def spy(self, ct, pet, with_attention=False, slot_lesions=None):
+        forced.append(slot_lesions is not None)
+        return encode(self, ct, pet, with_attention, slot_lesions)
+
+    monkeypatch.setattr(vipet.ViPetModel, "encode_images", spy)
+    out = tmp_path / "half"
+    fit(_cfg(out, max_steps=8, slot_teacher=0.5, vision_steps=2), tok, *data)
+    logged = [r["slot_teacher"] for r in _train_lines(out)]
+    # vision steps are never forced; the rest follow the seeded draw, and the forward
+    # passes got the ground-truth lesions exactly on the steps logged as forced
+    assert logged[:2] == [0.0, 0.0] and 0.0 in logged[2:] and 1.0 in logged[2:]
+    assert forced == [bool(x) for x in logged]
+    with pytest.raises(ValueError, match="slot_teacher"):
+        _cfg(out, slot_teacher=1.5)
 
 
 def test_cli_train_with_config_and_overrides(tmp_path, capsys) -> None:

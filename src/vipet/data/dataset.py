@@ -34,7 +34,10 @@ whole-study one; ``roi`` is the lesion mask (labels > 0) of a region whose volum
 lesion voxels, else the PET ROI of the region —, ``lesion`` ``(R, D, H, W)`` bool, the
 lesion mask itself (all False in a region without lesions), ``lesion_class``
 ``(R, D, H, W)`` uint8, each lesion's voxels labelled ``1 +`` its type x avidity label
-index (`vipet.model.diag_head.label_index`), ``diag_targets`` ``(R, 29)``, and
+index (`vipet.model.diag_head.label_index`), ``filed_lesions`` ``(R, D, H, W)`` uint8,
+the lesions the report files under that region numbered 1, 2, … in the ground truth's
+order (0 elsewhere; what teacher-forced finding slots are built from,
+`vipet.model.findings_slots.teacher_slots`), ``diag_targets`` ``(R, 29)``, and
 ``task``, ``study_id``, ``region`` (a REGIONS name or "whole").
 
 `collate` pads a batch (right padding) and stacks its images; all items of a batch must
@@ -308,6 +311,24 @@ class ViPetDataset(Dataset):
             out[sample.lesion == label] = 1 + label_index(les["type"], bool(les["fdg_avid"]))
         return out
 
+    @staticmethod
+    def _filed_lesions(
+        sample: RegionSample, region: str, lesions: Sequence[Mapping[str, Any]]
+    ) -> np.ndarray:
+        """``(D, H, W)`` uint8: the voxels of the n-th lesion the report files under
+        ``region`` (in ground-truth order) labelled n. Unlike `_lesion_classes`, a lesion
+        that only reaches into this volume from a neighbouring region is left out: these
+        are the lesions the region's report describes."""
+        out = np.zeros(sample.ct.shape, dtype=np.uint8)
+        if sample.lesion is None:
+            return out
+        filed = [int(les["id"]) for les in lesions if les.get("region") == region and "id" in les]
+        if len(filed) > 255:
+            raise ValueError(f"{len(filed)} lesions filed under {region}: at most 255 fit uint8")
+        for n, lesion_id in enumerate(filed, start=1):
+            out[sample.lesion == lesion_id] = n
+        return out
+
     def lesion_mask(self, study_id: str, region: str) -> np.ndarray | None:
         """The ``(D, H, W)`` bool lesion mask of one region, or None when the region holds
         no lesion voxels — the case where an item's ``roi`` falls back to the PET ROI, which
@@ -346,6 +367,9 @@ class ViPetDataset(Dataset):
         diag = torch.stack([diag_targets(lesions, r) for r in ex.regions])
         roi, lesion = zip(*(self._masks(s) for s in chosen), strict=True)
         classes = [self._lesion_classes(s, lesions) for s in chosen]
+        filed = [
+            self._filed_lesions(s, r, lesions) for s, r in zip(chosen, ex.regions, strict=True)
+        ]
         return {
             "input_ids": torch.tensor(enc["input_ids"], dtype=torch.long),
             "attention_mask": torch.tensor(enc["attention_mask"], dtype=torch.long),
@@ -355,6 +379,7 @@ class ViPetDataset(Dataset):
             "roi": torch.from_numpy(np.stack(roi)),
             "lesion": torch.from_numpy(np.stack(lesion)),
             "lesion_class": torch.from_numpy(np.stack(classes)),
+            "filed_lesions": torch.from_numpy(np.stack(filed)),
             "diag_targets": diag.reshape(len(chosen), LABELS_PER_REGION),
             "task": ex.task,
             "study_id": ex.study_id,
@@ -364,7 +389,7 @@ class ViPetDataset(Dataset):
 
 # ---- batching -----------------------------------------------------------------------
 
-_IMAGE_KEYS = ("ct", "pet", "roi", "lesion", "lesion_class", "diag_targets")
+_IMAGE_KEYS = ("ct", "pet", "roi", "lesion", "lesion_class", "filed_lesions", "diag_targets")
 _TEXT_PADS = (("input_ids", None), ("attention_mask", 0), ("labels", IGNORE_INDEX))
 
 

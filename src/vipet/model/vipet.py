@@ -27,7 +27,7 @@ from vipet.model.config import ViPetConfig
 from vipet.model.diag_head import Findings, FindingsHead
 from vipet.model.encoder3d import ViT3D
 from vipet.model.dense_head import DenseLesionHead
-from vipet.model.findings_slots import FindingsSlots
+from vipet.model.findings_slots import FindingsSlots, teacher_slots
 from vipet.model.fusion import build_fusion
 from vipet.model.language import LoraSettings, apply_lora, build_language_model
 from vipet.model.projector import VisualProjector
@@ -140,9 +140,17 @@ class ViPetModel(PreTrainedModel):
         return n + (1 if self.findings_projector is not None else 0) + self.config.findings_slots
 
     def encode_images(
-        self, ct: torch.Tensor, pet: torch.Tensor, with_attention: bool = False
+        self,
+        ct: torch.Tensor,
+        pet: torch.Tensor,
+        with_attention: bool = False,
+        slot_lesions: torch.Tensor | None = None,
     ) -> VisualFeatures:
-        """``ct``, ``pet``: ``(B, R, D, H, W)`` in [0, 1] → `VisualFeatures`."""
+        """``ct``, ``pet``: ``(B, R, D, H, W)`` in [0, 1] → `VisualFeatures`.
+        ``slot_lesions``: ``(B, R, D, H, W)`` maps of the lesions each region's report
+        describes (a batch's ``filed_lesions``) to put the finding slots on instead of
+        the head's detections — teacher forcing, for training only
+        (`vipet.model.findings_slots.teacher_slots`)."""
         if ct.shape != pet.shape or ct.dim() != 5:
             raise ValueError(
                 f"ct and pet must both be (B, R, D, H, W), got {tuple(ct.shape)} and {tuple(pet.shape)}"
@@ -173,14 +181,16 @@ class ViPetModel(PreTrainedModel):
             lesion_dense=dense,
         )
         if self.findings_projector is not None or self.findings_slots is not None:
-            self._append_findings(visual, fused)
+            self._append_findings(visual, fused, slot_lesions)
         tokens, attn = visual.tokens, visual.resampler_attention
         visual.tokens = tokens.reshape(b, r * tokens.shape[1], tokens.shape[2])
         if attn is not None:
             visual.resampler_attention = attn.reshape(b, r, *attn.shape[1:])
         return visual
 
-    def _append_findings(self, visual: VisualFeatures, fused: torch.Tensor) -> None:
+    def _append_findings(
+        self, visual: VisualFeatures, fused: torch.Tensor, slot_lesions: torch.Tensor | None
+    ) -> None:
         """Append the findings token and the finding slots to each region's visual tokens
         (``visual.tokens`` still (B·R, L, hidden) here), with their attention rows: the
         findings token "looks" where the head sees lesions (softmax of the token scores),
@@ -192,8 +202,12 @@ class ViPetModel(PreTrainedModel):
             rows.append(torch.softmax(found.scores.float(), dim=-1)[:, None])
         slot_idx = None
         if self.findings_slots is not None:
+            forced = None
+            if slot_lesions is not None:
+                maps = slot_lesions.reshape(-1, *slot_lesions.shape[2:])
+                forced = teacher_slots(maps, visual.grid, self.findings_slots.slots)
             slots, slot_idx, filled = self.findings_slots(
-                fused, found.scores, found.classes, visual.grid
+                fused, found.scores, found.classes, visual.grid, forced
             )
             extra.append(slots.to(visual.tokens.dtype))
             # an empty slot points nowhere: its attention row is zero
@@ -259,13 +273,17 @@ class ViPetModel(PreTrainedModel):
         output_attentions: bool = False,
         with_diag: bool = True,
         with_language: bool = True,
+        slot_lesions: torch.Tensor | None = None,
         **lm_kwargs: object,
     ) -> ViPetOutput:
         """Teacher-forced pass. Give images as ``ct``/``pet`` or precomputed ``visual``.
         ``labels``: -100 outside the answer tokens (the LM loss is on answers only).
-        ``with_language=False`` stops after the vision side (encoder pretraining)."""
+        ``with_language=False`` stops after the vision side (encoder pretraining).
+        ``slot_lesions``: finding slots on these lesions (see `encode_images`)."""
         if visual is None and ct is not None:
-            visual = self.encode_images(ct, pet, with_attention=output_attentions)
+            visual = self.encode_images(
+                ct, pet, with_attention=output_attentions, slot_lesions=slot_lesions
+            )
         if not with_language:
             diag = self.diagnose(visual) if (with_diag and visual is not None) else None
             return ViPetOutput(diag_logits=diag, visual=visual)

@@ -101,6 +101,12 @@ class TrainConfig:
     losses only (diag, lesion, lesion_class), without the language-model pass. The LM and
     alignment losses join afterwards, when the findings it will read already mean
     something."""
+    slot_teacher: float = 0.0
+    """Share of the joint-phase steps (after ``vision_steps``) whose finding slots sit on
+    the lesions the report describes instead of the head's detections (teacher forcing,
+    `vipet.model.findings_slots.teacher_slots`), so the LM learns to read what a slot
+    says before the head's detections are good; which steps is fixed by the seed and the
+    step number. Needs a model with finding slots. Validation always uses the head's."""
     train_split: str = "train"
     """Split trained on."""
     val_split: str | None = "val"
@@ -146,6 +152,8 @@ class TrainConfig:
         _positive_int("eval_batches", self.eval_batches, minimum=0)
         _positive_int("log_every", self.log_every)
         _positive_int("vision_steps", self.vision_steps, minimum=0)
+        if not (isinstance(self.slot_teacher, int | float) and 0.0 <= self.slot_teacher <= 1.0):
+            raise ValueError(f"slot_teacher must be a share in [0, 1], got {self.slot_teacher!r}")
         if not self.out_dir:
             raise ValueError("out_dir must not be empty")
         if self.strategy not in STRATEGIES:

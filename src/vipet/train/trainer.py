@@ -300,8 +300,11 @@ def _autocast(state: State) -> contextlib.AbstractContextManager:
     return torch.autocast(dev, dtype=dtype)
 
 
-def compute_losses(state: State, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted total loss of one batch and its parts as floats."""
+def compute_losses(
+    state: State, batch: Mapping[str, Any], teacher: bool = False
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted total loss of one batch and its parts as floats. ``teacher``: finding
+    slots on the report's lesions (``slot_teacher``) instead of the head's detections."""
     dev = state.dist.device
     t = {k: v.to(dev) for k, v in batch.items() if isinstance(v, torch.Tensor)}
     weights = state.cfg.loss
@@ -318,6 +321,7 @@ def compute_losses(state: State, batch: Mapping[str, Any]) -> tuple[torch.Tensor
             pet=t["pet"],
             output_attentions=align,
             with_language=weights.lm > 0 or align,  # encoder pretraining needs no LM pass
+            slot_lesions=t["filed_lesions"] if teacher else None,
         )
         parts: dict[str, torch.Tensor | None] = {"lm": out.loss}
         parts["diag"] = diag_loss(
@@ -386,10 +390,11 @@ def train_step(state: State, batch: Mapping[str, Any] | Sequence[Mapping[str, An
     Returns the mean loss parts, the learning rate used and the gradient norm."""
     micro = _as_micro_batches(batch)
     state.model.train()
+    teacher = _slot_teacher_step(state)
     logs: list[dict[str, float]] = []
     for i, mb in enumerate(micro):
         with _gradient_sync(state, last=i == len(micro) - 1):
-            total, log = compute_losses(state, mb)
+            total, log = compute_losses(state, mb, teacher=teacher)
             state.scaler.scale(total / len(micro)).backward()
         logs.append(log)
     state.scaler.unscale_(state.optimizer)
@@ -406,7 +411,21 @@ def train_step(state: State, batch: Mapping[str, Any] | Sequence[Mapping[str, An
     state.step += 1
     out = _mean(logs)
     out.update(lr=float(lr), grad_norm=float(norm))
+    if state.cfg.slot_teacher > 0:
+        out["slot_teacher"] = float(teacher)
     return out
+
+
+def _slot_teacher_step(state: State) -> bool:
+    """Whether this step's finding slots are teacher-forced: a draw fixed by the seed and
+    the step number (not by any RNG state), so every process agrees and a resumed run
+    makes the same choices."""
+    share = state.cfg.slot_teacher
+    if share <= 0 or state.step < state.cfg.vision_steps:
+        return False
+    if state.raw_model.findings_slots is None:
+        raise ConfigError("slot_teacher needs a model with finding slots (findings_slots > 0)")
+    return random.Random(state.cfg.optim.seed * 1_000_003 + state.step).random() < share
 
 
 def _gradient_sync(state: State, last: bool) -> contextlib.AbstractContextManager:
