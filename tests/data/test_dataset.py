@@ -297,7 +297,11 @@ def test_filed_lesions_number_the_lesions_each_region_reports(ds) -> None:
             sample = ds._samples(sid)[region]
             filed = [les for les in lesions if les["region"] == region]
             for n, les in enumerate(filed, start=1):
-                on = torch.from_numpy(sample.lesion == les["id"]) if sample.lesion is not None else None
+                on = (
+                    torch.from_numpy(sample.lesion == les["id"])
+                    if sample.lesion is not None
+                    else None
+                )
                 if on is None or not bool(on.any()):
                     assert not bool((item["filed_lesions"][k] == n).any())
                     continue

@@ -364,7 +364,7 @@ def test_finding_slots_are_tokens_the_lm_reads() -> None:
 def test_slots_below_the_threshold_show_the_empty_token() -> None:
     torch.manual_seed(0)
     m = ViPetModel(tiny_config(findings_slots=3, slot_threshold=0.5)).eval()
-    ids, ct, pet = batch(m)
+    _ids, ct, pet = batch(m)
     with torch.no_grad():
         v = m.encode_images(ct, pet)
         prob = torch.sigmoid(torch.gather(v.lesion_scores, 2, v.slot_tokens))
@@ -389,10 +389,17 @@ def test_slots_below_the_threshold_show_the_empty_token() -> None:
 
 
 def test_dense_lesion_head_reads_both_stems() -> None:
-    enc = {"image_size": [8, 32, 32], "patch_size": [4, 8, 8], "width": 32, "depth": 1,
-           "heads": 2, "stem": "conv", "dense_stage": 1}
+    enc = {
+        "image_size": [8, 32, 32],
+        "patch_size": [4, 8, 8],
+        "width": 32,
+        "depth": 1,
+        "heads": 2,
+        "stem": "conv",
+        "dense_stage": 1,
+    }
     m = ViPetModel(tiny_config(ct_encoder=enc, dense_lesion=True))
-    ids, ct, pet = batch(m)
+    _ids, ct, pet = batch(m)
     v = m.encode_images(ct, pet)
     assert v.lesion_dense.shape == (2, 3, 4, 16, 16)
     v.lesion_dense.sum().backward()

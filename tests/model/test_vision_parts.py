@@ -432,8 +432,14 @@ def test_white_tophat_keeps_small_hot_spots_and_drops_large_ones() -> None:
 
 def test_encoder_tophat_channel_and_dense_features() -> None:
     cfg = EncoderConfig(
-        image_size=(8, 32, 32), patch_size=(4, 8, 8), width=32, depth=1, heads=2,
-        stem="conv", tophat=(3, 5, 5), dense_stage=1,
+        image_size=(8, 32, 32),
+        patch_size=(4, 8, 8),
+        width=32,
+        depth=1,
+        heads=2,
+        stem="conv",
+        tophat=(3, 5, 5),
+        dense_stage=1,
     )
     enc = ViT3D(cfg)
     assert enc.patch_embed[0].in_channels == 2  # image + its top-hat
@@ -442,12 +448,30 @@ def test_encoder_tophat_channel_and_dense_features() -> None:
     assert torch.allclose(tokens, enc(x), atol=1e-6)  # the tap changes nothing
     assert dense.shape == (2, cfg.dense_channels, 4, 16, 16)  # after one (2, 2, 2) stage
     with pytest.raises(ValueError, match="dense_stage"):
-        ViT3D(EncoderConfig(image_size=(8, 32, 32), patch_size=(4, 8, 8), width=32,
-                            depth=1, heads=2, stem="conv"))(x, dense=True)
-    for bad, match in (({"tophat": (3, 4, 5)}, "tophat"), ({"dense_stage": 9}, "dense_stage"),
-                       ({"stem": "linear", "dense_stage": 1}, "dense_stage")):
-        kw = {"image_size": (8, 32, 32), "patch_size": (4, 8, 8), "width": 32, "depth": 1,
-              "heads": 2, "stem": "conv", **bad}
+        ViT3D(
+            EncoderConfig(
+                image_size=(8, 32, 32),
+                patch_size=(4, 8, 8),
+                width=32,
+                depth=1,
+                heads=2,
+                stem="conv",
+            )
+        )(x, dense=True)
+    for bad, match in (
+        ({"tophat": (3, 4, 5)}, "tophat"),
+        ({"dense_stage": 9}, "dense_stage"),
+        ({"stem": "linear", "dense_stage": 1}, "dense_stage"),
+    ):
+        kw = {
+            "image_size": (8, 32, 32),
+            "patch_size": (4, 8, 8),
+            "width": 32,
+            "depth": 1,
+            "heads": 2,
+            "stem": "conv",
+            **bad,
+        }
         with pytest.raises(ValueError, match=match):
             EncoderConfig(**kw)
 

@@ -231,8 +231,12 @@ def test_vision_steps_pass_over_whole_study_batches(tok, data, tmp_path, monkeyp
 
 @pytest.mark.parametrize(
     ("device", "precision", "dtype"),
-    [("cpu", "bf16", torch.bfloat16), ("cpu", "fp16", None), ("cpu", "fp32", None),
-     ("cuda", "fp16", torch.float16)],
+    [
+        ("cpu", "bf16", torch.bfloat16),
+        ("cpu", "fp16", None),
+        ("cpu", "fp32", None),
+        ("cuda", "fp16", torch.float16),
+    ],
 )
 def test_autocast_by_device_and_precision(device, precision, dtype) -> None:
     from types import SimpleNamespace

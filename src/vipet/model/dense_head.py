@@ -39,7 +39,7 @@ class DenseLesionHead(nn.Module):
 def dense_targets(lesion: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     """``(B, D, H, W)`` bool lesion masks → ``(B, *shape)`` float: 1 where the cell holds
     a lesion voxel (max-pooling, so a 4 mm node is not averaged away)."""
-    b, d, h, w = lesion.shape
+    _b, d, h, w = lesion.shape
     k = (d // shape[0], h // shape[1], w // shape[2])
     if any(n % s for n, s in zip((d, h, w), shape, strict=True)):
         raise ValueError(f"mask {tuple(lesion.shape[1:])} does not pool onto {shape}")

@@ -98,9 +98,9 @@ class EncoderConfig(DictConfig):
             raise ValueError(f"tophat must be three odd sizes (or zeros), got {self.tophat}")
         if any(self.tophat) and not all(self.tophat):
             raise ValueError(f"tophat must be all zero or all odd, got {self.tophat}")
-        if self.dense_stage and (self.stem != "conv" or self.dense_stage >= len(
-            stem_strides(tuple(self.patch_size))
-        )):
+        if self.dense_stage and (
+            self.stem != "conv" or self.dense_stage >= len(stem_strides(tuple(self.patch_size)))
+        ):
             raise ValueError(
                 f"dense_stage {self.dense_stage} needs a conv stem with more stages than that"
             )

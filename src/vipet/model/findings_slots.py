@@ -118,7 +118,9 @@ class FindingsSlots(nn.Module):
         else:
             idx = forced[0]
             if idx.shape != (scores.shape[0], self.slots):
-                raise ValueError(f"forced slots {tuple(idx.shape)}, expected {(scores.shape[0], self.slots)}")
+                raise ValueError(
+                    f"forced slots {tuple(idx.shape)}, expected {(scores.shape[0], self.slots)}"
+                )
         take = lambda x: torch.gather(  # noqa: E731
             x, 1, idx[..., None].expand(-1, -1, x.shape[-1])
         )

@@ -24,9 +24,9 @@ from transformers import PreTrainedModel
 
 from vipet.model.attention_map import attention_maps
 from vipet.model.config import ViPetConfig
+from vipet.model.dense_head import DenseLesionHead
 from vipet.model.diag_head import Findings, FindingsHead
 from vipet.model.encoder3d import ViT3D
-from vipet.model.dense_head import DenseLesionHead
 from vipet.model.findings_slots import FindingsSlots, teacher_slots
 from vipet.model.fusion import build_fusion
 from vipet.model.language import LoraSettings, apply_lora, build_language_model

@@ -98,9 +98,9 @@ class TrainConfig:
     """Weights of the LM, findings and attention-alignment losses."""
     vision_steps: int = 0
     """The first this many optimizer steps train the vision side alone: the findings
-    losses only (diag, lesion, lesion_class, lesion_dense), without the language-model pass. The LM and
-    alignment losses join afterwards, when the findings it will read already mean
-    something."""
+    losses only (diag, lesion, lesion_class, lesion_dense), without the language-model
+    pass. The LM and alignment losses join afterwards, when the findings it will read
+    already mean something."""
     slot_teacher: float = 0.0
     """Share of the joint-phase steps (after ``vision_steps``) whose finding slots sit on
     the lesions the report describes instead of the head's detections (teacher forcing,
