@@ -7,6 +7,8 @@ import torch
 
 from vipet.model.attention_map import attention_maps
 from vipet.model.config import ViPetConfig
+from vipet.model.diag_head import findings_losses, heat_targets, lesion_table, region_logits
+from vipet.model.findings_slots import FINE_NAMES, TEACHER_FIELDS, teacher_detections
 from vipet.model.vipet import ViPetModel
 
 IMAGE = 5  # <image> id in these tests
@@ -21,21 +23,25 @@ TEXT = {
     "max_position_embeddings": 512,
     "tie_word_embeddings": False,
 }
+LINEAR = {"image_size": [8, 32, 32], "patch_size": [4, 8, 8], "width": 32, "depth": 1, "heads": 2}
+PYRAMID = {
+    **LINEAR,
+    "stem": "pyramid",
+    "pyramid_channels": [4, 8],
+    "pyramid_strides": [[1, 2, 2], [2, 2, 2]],
+    "tophat": [3, 5, 5],
+}
+HEAD_SHAPE = (8, 16, 16)  # the findings head's grid: the pyramid's first level
+GRID = (2, 4, 4)
 
 
 def tiny_config(**overrides) -> ViPetConfig:
     kwargs = {
         "text_config": dict(TEXT),
-        "ct_encoder": {
-            "image_size": [8, 32, 32],
-            "patch_size": [4, 8, 8],
-            "width": 32,
-            "depth": 1,
-            "heads": 2,
-        },
+        "ct_encoder": dict(PYRAMID),
         "fusion": {"heads": 2},
         "projector": {"num_latents": 4, "layers": 1, "heads": 2},
-        "diag_head": {"hidden": 16},
+        "diag_head": {"decoder_channels": [4, 8]},
         "image_token_id": IMAGE,
     }
     kwargs.update(overrides)
@@ -64,7 +70,25 @@ def test_shapes(model) -> None:
     assert out.logits.shape == (2, ids.shape[1], 300)
     assert out.diag_logits.shape == (2, 3, 29)
     assert out.visual.tokens.shape == (2, 3 * 4, 32)
-    assert torch.isfinite(out.loss)
+    assert out.visual.dense.heat.shape == (6, *HEAD_SHAPE) and model.head_shape == HEAD_SHAPE
+    assert out.visual.detections is None  # no slots, no findings token: nothing to detect
+    assert torch.isfinite(out.loss) and torch.isfinite(out.diag_logits).all()
+    # the region labels are the findings head's, read off its maps
+    torch.testing.assert_close(out.diag_logits, region_logits(out.visual.dense).view(2, 3, -1))
+
+
+def test_linear_stem_has_no_findings_head() -> None:
+    m = ViPetModel(tiny_config(ct_encoder=dict(LINEAR))).eval()
+    assert m.diag_head is None and "diag_head" not in m.parameter_counts()
+    ids, ct, pet = batch(m, b=1, r=1)
+    out = m(ids, ct=ct, pet=pet)
+    assert out.diag_logits is None and out.visual.dense is None
+    with pytest.raises(ValueError, match="no findings head"):
+        m.dense_findings(ct[:, :1], pet[:, :1])
+    with pytest.raises(ValueError, match="pyramid"):
+        tiny_config(ct_encoder=dict(LINEAR), findings_slots=2)
+    with pytest.raises(ValueError, match="same pyramid stem"):
+        tiny_config(pet_encoder=dict(LINEAR))
 
 
 def test_placeholder_count_mismatch_is_clear(model) -> None:
@@ -82,7 +106,10 @@ def test_save_load_round_trip(model, tmp_path) -> None:
     a, b = model(ids, ct=ct, pet=pet), loaded(ids, ct=ct, pet=pet)
     torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=1e-6)
     torch.testing.assert_close(a.diag_logits, b.diag_logits, rtol=0, atol=1e-6)
+    torch.testing.assert_close(a.visual.dense.heat, b.visual.dense.heat, rtol=0, atol=1e-6)
     assert loaded.config.fusion == model.config.fusion
+    assert loaded.config.ct_encoder_settings == model.config.ct_encoder_settings
+    assert loaded.config.diag_head_settings == model.config.diag_head_settings
 
 
 def test_greedy_generation_is_deterministic_and_reuses_features(model) -> None:
@@ -94,6 +121,10 @@ def test_greedy_generation_is_deterministic_and_reuses_features(model) -> None:
     assert torch.equal(first, again)
 
 
+def _grads(module: torch.nn.Module) -> bool:
+    return any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+
 @pytest.mark.parametrize(
     "fusion", ["cross_attention", "bidirectional", "concat", "sum", "ct_only", "pet_only"]
 )
@@ -103,20 +134,10 @@ def test_every_fusion_trains(fusion) -> None:
     ids, ct, pet = batch(m, b=1, r=1)
     out = m(ids, ct=ct, pet=pet, labels=ids)
     (out.loss + out.diag_logits.sum()).backward()
-    uses_ct = fusion != "pet_only"
-    uses_pet = fusion != "ct_only"
-    assert (
-        m.ct_encoder.patch_embed.weight.grad is not None
-        and m.ct_encoder.patch_embed.weight.grad.abs().sum() > 0
-    ) == uses_ct
-    assert (
-        m.pet_encoder.patch_embed.weight.grad is not None
-        and m.pet_encoder.patch_embed.weight.grad.abs().sum() > 0
-    ) == uses_pet
-
-
-def _grads(module: torch.nn.Module) -> bool:
-    return any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+    # the findings head reads the pyramids of the modalities the fusion reads, no other
+    assert m.config.diag_head_settings.modalities == (1 if fusion.endswith("_only") else 2)
+    assert _grads(m.ct_encoder.patch_embed) == (fusion != "pet_only")
+    assert _grads(m.pet_encoder.patch_embed) == (fusion != "ct_only")
 
 
 def test_gradients_reach_trainable_parts_only() -> None:
@@ -259,13 +280,7 @@ def test_pretrained_language_model_from_local_folder(tokenizer, tmp_path) -> Non
     plain.save_pretrained(tmp_path / "lm")
     model, tok = with_pretrained_language_model(
         tmp_path / "lm",
-        ct_encoder={
-            "image_size": [8, 32, 32],
-            "patch_size": [4, 8, 8],
-            "width": 32,
-            "depth": 1,
-            "heads": 2,
-        },
+        ct_encoder=dict(LINEAR),
         projector={"num_latents": 4, "layers": 1, "heads": 2},
         fusion={"heads": 2},
     )
@@ -295,156 +310,195 @@ def test_encoder_weights_load_with_report(tmp_path) -> None:
     torch.testing.assert_close(dst.ct_encoder(x), src.ct_encoder(x))
 
 
-def test_findings_token_carries_the_head_verdict_and_round_trips(tmp_path) -> None:
+def slotted(slots: int = 3, threshold: float = 0.01, **kw) -> ViPetModel:
+    """A model with a findings token and ``slots`` slots; a low threshold fills them all."""
     torch.manual_seed(0)
-    plain = ViPetModel(tiny_config())
-    m = ViPetModel(tiny_config(findings_token=True)).eval()
-    assert m.visual_tokens_per_region == plain.visual_tokens_per_region + 1
-    ids, ct, pet = batch(m)
-    out = m(ids, ct=ct, pet=pet, labels=ids, output_attentions=True)
-    assert out.visual.tokens.shape == (2, 3 * 5, 32)
-    # the diagnosis the LM reads is the one the findings loss trains
-    torch.testing.assert_close(
-        out.diag_logits, m.diag_head(out.visual.fused.flatten(0, 1)).view(2, 3, -1)
-    )
-    maps = m.attention_maps(out, ids, torch.ones_like(ids, dtype=torch.bool))
-    assert maps.shape == (2, 3, 8, 32, 32) and float(maps.max()) == pytest.approx(1.0)
-    # the last token of each region moves with the head's probabilities, nothing else
-    v = m.encode_images(ct, pet)
+    return ViPetModel(
+        tiny_config(findings_token=True, findings_slots=slots, slot_threshold=threshold, **kw)
+    ).eval()
+
+
+def test_forward_with_offsets_gives_the_heads_maps_of_crops(model) -> None:
+    g = torch.Generator().manual_seed(1)
+    ct, pet = torch.rand(3, 1, 8, 32, 32, generator=g), torch.rand(3, 1, 8, 32, 32, generator=g)
     with torch.no_grad():
-        m.diag_head.mlp[-1].bias += 3.0
-    w = m.encode_images(ct, pet)
-    per_region = v.tokens.view(2, 3, 5, 32), w.tokens.view(2, 3, 5, 32)
-    assert torch.equal(per_region[0][:, :, :4], per_region[1][:, :, :4])
-    assert not torch.allclose(per_region[0][:, :, 4], per_region[1][:, :, 4])
-    m.save_pretrained(tmp_path)
-    again = ViPetModel.from_pretrained(tmp_path).eval()
-    torch.testing.assert_close(again(ids, ct=ct, pet=pet).logits, m(ids, ct=ct, pet=pet).logits)
+        full = model.dense_findings(ct, pet)
+        same = model(None, ct=ct, pet=pet, offsets=torch.zeros(3, 3, dtype=torch.long))
+        regions = model.vision(ct, pet)  # (B=3, R=1) studies: the same volumes
+        crop = model(
+            None,
+            ct=ct[:, :, 4:8, 8:24, 0:16],
+            pet=pet[:, :, 4:8, 8:24, 0:16],
+            offsets=torch.tensor([[1, 1, 0]] * 3),
+        )
+    assert full.shape == model.head_shape == HEAD_SHAPE
+    assert same.logits is None and same.loss is None and same.visual is None
+    torch.testing.assert_close(same.dense.heat, full.heat)
+    torch.testing.assert_close(regions.dense.types, full.types)
+    assert crop.dense.shape == (4, 8, 8) and crop.dense.fine.shape == (3, 20, 4, 8, 8)
+    assert torch.isfinite(crop.dense.heat).all()
+    with pytest.raises(ValueError, match="input_ids"):
+        model(None, ct=ct, pet=pet)
 
 
-def test_select_slots_takes_local_maxima_first() -> None:
-    from vipet.model.findings_slots import grid_positions, select_slots
+def test_vision_phase_trains_every_vision_part_on_crops() -> None:
+    from vipet.model.vipet import VISION_PARTS
 
-    scores = torch.full((1, 2 * 4 * 4), -5.0)
-    s = scores.view(1, 2, 4, 4)
-    s[0, 0, 0, 0], s[0, 0, 0, 1] = 3.0, 2.5  # one lesion over two neighbouring tokens
-    s[0, 1, 3, 3] = 1.0  # a weaker lesion far away
-    idx = select_slots(scores, (2, 4, 4), 3)
-    # the neighbour of the strongest peak ranks below the weaker, separate peak
-    assert idx[0, :2].tolist() == [0, 1 * 16 + 3 * 4 + 3]
-    pos = grid_positions((2, 4, 4))
-    assert pos.shape == (32, 3) and torch.allclose(pos[0], torch.tensor([0.25, 0.125, 0.125]))
-    with pytest.raises(ValueError, match="slots"):
-        select_slots(scores, (2, 4, 4), 33)
-
-
-def test_finding_slots_are_tokens_the_lm_reads() -> None:
     torch.manual_seed(0)
-    m = ViPetModel(tiny_config(findings_slots=2, findings_token=True)).eval()
-    plain = ViPetModel(tiny_config())
-    assert m.visual_tokens_per_region == plain.visual_tokens_per_region + 3
+    m = ViPetModel(tiny_config())
+    ct, pet = torch.rand(2, 1, 4, 16, 16), torch.rand(2, 1, 4, 16, 16)
+    dense = m(None, ct=ct, pet=pet, offsets=torch.tensor([[1, 0, 2], [0, 2, 0]])).dense
+    assert dense.shape == (4, 8, 8)
+    labels = torch.zeros(2, *dense.shape, dtype=torch.uint8)
+    labels[0, 1:3, 2:5, 3:6] = 1
+    node = {"id": 1, "type": "lymph_node", "fdg_avid": True, "location_detail": "axillary"}
+    tables = lesion_table([{**node, "laterality": "left", "size_mm": 11.0}]).expand(2, -1, -1)
+    heat = heat_targets([[((2, 3, 4), (1.0, 1.0, 1.0))], []], dense.shape)
+    sum(findings_losses(dense, labels, tables, heat).values()).backward()
+    for name in VISION_PARTS:
+        assert _grads(getattr(m, name)), name
+    assert not _grads(m.multi_modal_projector) and not _grads(m.language_model)
+
+
+def test_vision_then_visual_tokens_is_encode_images() -> None:
+    m = slotted()
+    ids, ct, pet = batch(m)
+    with torch.no_grad():
+        vision = m.vision(ct, pet)
+        visual = m.visual_tokens(vision, 2)
+        direct = m.encode_images(ct, pet)
+        out, again = m(ids, vision=vision), m(ids, ct=ct, pet=pet)
+    assert vision.fused.shape == (6, 32, 32) and vision.grid == GRID
+    assert vision.image_shape == (8, 32, 32)
+    assert vision.detections.filled.shape == (6, 3) and vision.detections.filled.all()
+    torch.testing.assert_close(visual.tokens, direct.tokens)
+    assert torch.equal(visual.detections.voxels, direct.detections.voxels)
+    assert visual.detections.attributes == direct.detections.attributes
+    torch.testing.assert_close(out.logits, again.logits)
+    torch.testing.assert_close(out.diag_logits, again.diag_logits)
+    part = vision.select([1, 4])
+    assert torch.equal(part.fused, vision.fused[[1, 4]])
+    assert torch.equal(part.dense.heat, vision.dense.heat[[1, 4]])
+    assert torch.equal(part.detections.voxels, vision.detections.voxels[[1, 4]])
+    assert part.detections.attributes == [vision.detections.attributes[i] for i in (1, 4)]
+
+
+def test_findings_token_and_slots_are_tokens_the_lm_reads(tmp_path) -> None:
+    m = slotted(slots=2).train()
+    assert m.visual_tokens_per_region == ViPetModel(tiny_config()).visual_tokens_per_region + 3
     ids, ct, pet = batch(m)
     out = m(ids, ct=ct, pet=pet, labels=ids, output_attentions=True)
     v = out.visual
-    assert v.tokens.shape == (2, 3 * 7, 32) and v.slot_tokens.shape == (2, 3, 2)
-    assert v.lesion_classes.shape == (2, 3, 32, 28)
-    # a slot's attention row is its own encoder token
-    rows = v.resampler_attention[:, :, -2:]  # (B, R, 2, N)
-    assert torch.equal(rows.argmax(-1), v.slot_tokens) and torch.all(rows.sum(-1) == 1)
+    assert v.tokens.shape == (2, 3 * 7, 32)
+    assert v.resampler_attention.shape == (2, 3, 7, 32)
+    # a filled slot looks at its own token, an empty one nowhere; the findings token
+    # where its slots look
+    filled = v.detections.filled.view(2, 3, 2)
+    torch.testing.assert_close(v.resampler_attention[:, :, -2:].sum(-1), filled.float())
+    torch.testing.assert_close(v.resampler_attention[:, :, 4].sum(-1), torch.ones(2, 3))
     maps = m.attention_maps(out, ids, torch.ones_like(ids, dtype=torch.bool))
-    assert maps.shape == (2, 3, 8, 32, 32)
-    # the LM loss reaches the findings head through the slots
+    assert maps.shape == (2, 3, 8, 32, 32) and float(maps.detach().max()) == pytest.approx(1.0)
     out.loss.backward()
-    assert m.findings_slots.mlp[1].weight.grad is not None
-    assert m.diag_head.mlp[-1].weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="findings_slots"):
-        tiny_config(findings_slots=-1)
+    assert _grads(m.findings_slots) and _grads(m.findings_projector)
+    # detections are decisions: the LM loss does not reach the findings head through them
+    assert not _grads(m.diag_head)
+    m.eval().save_pretrained(tmp_path)
+    loaded = ViPetModel.from_pretrained(tmp_path).eval()
+    assert loaded.config.findings_slots == 2 and loaded.config.slot_threshold == 0.01
+    with torch.no_grad():
+        a, b = m(ids, ct=ct, pet=pet), loaded(ids, ct=ct, pet=pet)
+    torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=1e-6)
+    assert torch.equal(a.visual.detections.voxels, b.visual.detections.voxels)
 
 
 def test_slots_below_the_threshold_show_the_empty_token() -> None:
-    torch.manual_seed(0)
-    m = ViPetModel(tiny_config(findings_slots=3, slot_threshold=0.5)).eval()
+    m = slotted()
     _ids, ct, pet = batch(m)
     with torch.no_grad():
-        v = m.encode_images(ct, pet)
-        prob = torch.sigmoid(torch.gather(v.lesion_scores, 2, v.slot_tokens))
-        # a threshold that cuts this random head's slot probabilities in half
-        m.findings_slots.threshold = float(prob.median())
-        v = m.encode_images(ct, pet, with_attention=True)
-    assert torch.equal(v.slot_filled, prob >= prob.median())
-    assert v.slot_filled.any() and not v.slot_filled.all()
-    slots = v.tokens.reshape(2, 3, -1, 32)[:, :, -3:]  # (B, R, S, hidden)
-    empty = m.findings_slots.empty.detach()
-    assert torch.allclose(slots[~v.slot_filled], empty.expand(int((~v.slot_filled).sum()), -1))
-    assert not torch.isclose(slots[v.slot_filled], empty).all(-1).any()
-    # an empty slot's attention row points nowhere; a filled one at its own token
-    rows = v.resampler_attention[:, :, -3:]
-    assert torch.equal(rows.sum(-1) > 0, v.slot_filled)
-    # the threshold is no weight: a saved model can be re-calibrated through its config
-    m.findings_slots.threshold = 0.0
+        full = m.encode_images(ct, pet, with_attention=True)
+        # the threshold is no weight: a model re-calibrates through its config
+        top = float(torch.sigmoid(full.dense.heat).max())
+        m.config.slot_threshold = (1.0 + top) / 2
+        none = m.encode_images(ct, pet, with_attention=True)
+    assert full.detections.filled.all() and not none.detections.filled.any()
+    assert none.detections.attributes == [[]] * 6
+    tokens, empty = none.tokens.view(2, 3, 8, 32), full.tokens.view(2, 3, 8, 32)
+    want = (m.findings_slots.empty + m.findings_slots.index).detach()
+    torch.testing.assert_close(tokens[:, :, -3:], want.expand(2, 3, 3, 32))
+    assert not torch.allclose(empty[:, :, -3:], tokens[:, :, -3:])
+    torch.testing.assert_close(empty[:, :, :4], tokens[:, :, :4])  # the latents stay
+    assert not torch.allclose(empty[:, :, 4], tokens[:, :, 4])  # the findings token moves
+    assert none.resampler_attention[:, :, -3:].abs().sum() == 0
+    torch.testing.assert_close(none.resampler_attention[:, :, 4], torch.full((2, 3, 32), 1 / 32))
+
+
+def test_zones_keep_each_finding_to_its_own_region() -> None:
+    m = slotted()
+    ids, ct, pet = batch(m)
+    zones = torch.tensor([0, 8]).expand(2, 3, 2).clone()
+    zones[0, 1] = torch.tensor([0, 0])  # region 1 of study 0 owns no slice
+    zones[1, 2] = torch.tensor([0, 4])  # region 2 of study 1 its top half
     with torch.no_grad():
-        assert m.encode_images(ct, pet).slot_filled.all()
-    with pytest.raises(ValueError, match="slot_threshold"):
-        tiny_config(findings_slots=3, slot_threshold=1.0)
-
-
-def test_dense_lesion_head_reads_both_stems() -> None:
-    enc = {
-        "image_size": [8, 32, 32],
-        "patch_size": [4, 8, 8],
-        "width": 32,
-        "depth": 1,
-        "heads": 2,
-        "stem": "conv",
-        "dense_stage": 1,
-    }
-    m = ViPetModel(tiny_config(ct_encoder=enc, dense_lesion=True))
-    _ids, ct, pet = batch(m)
-    v = m.encode_images(ct, pet)
-    assert v.lesion_dense.shape == (2, 3, 4, 16, 16)
-    v.lesion_dense.sum().backward()
-    for enc_ in (m.ct_encoder, m.pet_encoder):
-        assert enc_.patch_embed[0].weight.grad.abs().sum() > 0
-    assert ViPetModel(tiny_config()).encode_images(ct, pet).lesion_dense is None
-    with pytest.raises(ValueError, match="dense_lesion"):
-        tiny_config(dense_lesion=True)
-
-
-def test_teacher_slots_sit_on_the_described_lesions() -> None:
-    from vipet.model.findings_slots import teacher_slots
-
-    filed = torch.zeros(2, 8, 32, 32, dtype=torch.uint8)
-    filed[0, 0:2, 0:3, 6:9] = 1  # x 6, 7 in token (0, 0, 0), x 8 in (0, 0, 1): the first
-    filed[0, 5:8, 17:24, 9:12] = 2  # token (1, 2, 1) = 16 + 8 + 1
-    filed[0, 4:6, 30:32, 30:32] = 3  # beyond k = 2: dropped
-    idx, filled = teacher_slots(filed, (2, 4, 4), k=2)
-    assert idx[0].tolist() == [0, 25] and filled.tolist() == [[True, True], [False, False]]
-    with pytest.raises(ValueError, match="tile"):
-        teacher_slots(filed[:, :, :30], (2, 4, 4), k=2)
+        v = m.encode_images(ct, pet, zones=zones)
+        free = m.encode_images(ct, pet)
+    filled = v.detections.filled.view(2, 3, 3)
+    assert not filled[0, 1].any() and filled.sum() == 5 * 3
+    voxels = v.detections.voxels.view(2, 3, 3, 3)
+    assert bool((voxels[1, 2, :, 0] < 4).all())  # the head's z = the input's (stride 1)
+    # owning every slice is the same as no zones
+    assert torch.equal(voxels[0, 0], free.detections.voxels.view(2, 3, 3, 3)[0, 0])
+    assert torch.equal(
+        m.generate(ids, ct=ct, pet=pet, zones=zones, max_new_tokens=3),
+        m.generate(ids, visual=v, max_new_tokens=3),
+    )
 
 
 def test_teacher_forced_slots_replace_the_detections() -> None:
-    from vipet.model.findings_slots import teacher_slots
-
-    torch.manual_seed(0)
-    m = ViPetModel(tiny_config(findings_slots=3, slot_threshold=0.5)).eval()
+    m = slotted()
     ids, ct, pet = batch(m)
     filed = torch.zeros(2, 3, 8, 32, 32, dtype=torch.uint8)
-    filed[0, 1, 4:8, 8:16, 8:16] = 1
-    filed[1, 2, 0:4, 24:32, 0:8] = 1
-    filed[1, 2, 4:8, 0:8, 24:32] = 2
+    filed[0, 1, 4:8, 8:16, 8:16] = 1  # token (1, 1, 1) = 21
+    filed[1, 2, 0:4, 24:32, 0:8] = 1  # token (0, 3, 0) = 12
+    filed[1, 2, 4:8, 0:8, 24:32] = 2  # token (1, 0, 3) = 19
+    attrs = torch.zeros(2, 3, 3, len(TEACHER_FIELDS))
+    axillary, liver = FINE_NAMES.index("axillary"), FINE_NAMES.index("liver")
+    attrs[0, 1, 0] = torch.tensor([1, 0, 1, axillary, 1, 5.2, 12.0])
+    attrs[1, 2, 0] = torch.tensor([1, 1, 0, liver, 3, 2.0, 9.0])
+    attrs[1, 2, 1] = torch.tensor([1, 0, 1, axillary, 0, 9.9, 21.0])
     with torch.no_grad():
-        v = m.encode_images(ct, pet, with_attention=True, slot_lesions=filed)
-        out = m(input_ids=ids, ct=ct, pet=pet, slot_lesions=filed)
-    want_idx, want_filled = teacher_slots(filed.flatten(0, 1), (2, 4, 4), 3)
-    assert torch.equal(v.slot_filled.flatten(0, 1), want_filled)
-    assert torch.equal(v.slot_tokens.flatten(0, 1)[want_filled], want_idx[want_filled])
-    assert v.slot_filled.sum() == 3 and v.slot_filled[1, 2, :2].all()
-    # the forward pass reads the same slots; empty ones show the empty token
-    assert torch.equal(out.visual.slot_filled, v.slot_filled)
-    slots = v.tokens.reshape(2, 3, -1, 32)[:, :, -3:]
-    empty = m.findings_slots.empty.detach()
-    assert torch.allclose(slots[~v.slot_filled], empty.expand(int((~v.slot_filled).sum()), -1))
-    # a forced slot's attention row points at its lesion's token
+        v = m.encode_images(ct, pet, with_attention=True, teacher=(filed, attrs))
+        out = m(ids, ct=ct, pet=pet, teacher=(filed, attrs))
+        plain = m.encode_images(ct, pet)
+    want = teacher_detections(filed.flatten(0, 1), attrs.flatten(0, 1), GRID, m.head_shape)
+    assert torch.equal(v.detections.filled, want.filled) and int(want.filled.sum()) == 3
+    torch.testing.assert_close(v.detections.features, want.features)
+    assert v.detections.attributes == want.attributes
+    assert plain.detections.filled.all()  # without a teacher: the head's own detections
+    torch.testing.assert_close(out.visual.tokens, v.tokens)  # forward reads the same slots
+    slots = v.tokens.view(2, 3, 8, 32)[:, :, -3:]
+    empty = (m.findings_slots.empty + m.findings_slots.index).detach().expand(2, 3, 3, 32)
+    filled = v.detections.filled.view(2, 3, 3)
+    torch.testing.assert_close(slots[~filled], empty[~filled])
     rows = v.resampler_attention[:, :, -3:]
-    assert int(rows[1, 2, 0].argmax()) == int(want_idx[5, 0])
+    assert [int(rows[i, r, j].argmax()) for i, r, j in ((0, 1, 0), (1, 2, 0), (1, 2, 1))] == [
+        21,
+        12,
+        19,
+    ]
+    torch.testing.assert_close(
+        v.dense.heat, plain.dense.heat
+    )  # the maps still come from the images
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"findings_slots": -1}, "findings_slots"),
+        ({"findings_slots": 2, "slot_threshold": 1.0}, "slot_threshold"),
+        ({"pet_scaling": "sqrt"}, "pet_scaling"),
+        ({"findings_token": True}, "findings_slots > 0"),
+    ],
+)
+def test_config_validation(overrides, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        tiny_config(**overrides)

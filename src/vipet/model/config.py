@@ -17,7 +17,7 @@ from transformers.configuration_utils import SubConfigSpec
 
 from vipet.model.diag_head import DiagHeadConfig
 from vipet.model.encoder3d import EncoderConfig
-from vipet.model.fusion import FusionConfig
+from vipet.model.fusion import FUSIONS, FusionConfig
 from vipet.model.projector import ProjectorConfig
 
 # A tiny Llama-style decoder: trains on a laptop CPU (see configs/ for real LMs).
@@ -56,22 +56,21 @@ class ViPetConfig(PreTrainedConfig):
     """peft LoRA settings (r, alpha, dropout, target_modules) or None for full weights."""
     freeze_encoders: bool = False
     findings_token: bool = False
-    """Append one token per region made from the findings head's probabilities to the
-    region's visual tokens (diagnosis-driven prompting): the language model then reads
-    the head's verdict directly instead of having to rediscover it in the latents."""
+    """Append one token per region that summarises the findings head's detections
+    (`vipet.model.findings_slots.FindingsToken`): which types, how many, or none — the
+    region's verdict at a glance for the language model."""
     findings_slots: int = 0
     """Append this many finding slots per region (`vipet.model.findings_slots`): the
-    findings head's strongest detections, each one token the LM can describe."""
-    dense_lesion: bool = False
-    """A voxel-level lesion head on the encoders' dense stem features (`dense_stage`):
-    supervised by the lesion mask (`vipet.model.dense_head`), it teaches the stems what a
-    lesion looks like locally, thousands of labelled voxels per volume instead of a
-    handful of labelled tokens."""
-    slot_threshold: float = 0.0
-    """A slot whose lesion probability is below this shows the LM a learned "empty"
-    token instead of its detection, so the number of filled slots is the number of
-    findings the head stands behind (0: every slot filled). The threshold is no weight: a
-    trained model's can be re-calibrated (its config.json) without retraining."""
+    findings head's detections, one token per lesion, in report order."""
+    slot_threshold: float = 0.3
+    """A local maximum of the head's lesion-centre heatmap above this is a detection
+    (fills a slot). It is no weight: a trained model's can be re-calibrated (its
+    config.json) without retraining."""
+    pet_scaling: str = "log"
+    """How the preprocessing scaled PET to [0, 1] ("log" or "linear", `pet.scaling`), so
+    a detection's SUVmax can be read back from the model's input."""
+    pet_vmax: float = 30.0
+    """The SUV the preprocessing mapped to 1.0 (`pet.vmax`)."""
     attention_top_heads: float = 0.25
     """Share of (layer, head) pairs, most visually attentive first, kept for attention maps."""
     tie_word_embeddings: bool = False
@@ -92,9 +91,28 @@ class ViPetConfig(PreTrainedConfig):
         self.projector = ProjectorConfig.from_dict(
             {"width": width, **(self.projector or {}), "out_width": out_width}
         ).to_dict()
-        self.diag_head = DiagHeadConfig.from_dict(
-            {"width": width, **(self.diag_head or {})}
-        ).to_dict()
+        ct, pet = self.ct_encoder_settings, self.pet_encoder_settings
+        if self.has_findings_head:
+            if pet.stem != "pyramid" or tuple(pet.pyramid_channels) != tuple(ct.pyramid_channels):
+                raise ValueError(
+                    "the findings head reads both encoders' pyramids: give ct_encoder and "
+                    "pet_encoder the same pyramid stem"
+                )
+            self.diag_head = DiagHeadConfig.from_dict(
+                {
+                    **(self.diag_head or {}),
+                    "width": width,
+                    "pyramid_channels": list(ct.pyramid_channels),
+                    "modalities": len(FUSIONS[self.fusion["name"]].modalities),
+                }
+            ).to_dict()
+        elif self.findings_token or self.findings_slots:
+            raise ValueError(
+                "findings_token and findings_slots need the findings head, which needs "
+                'encoders with stem: "pyramid"'
+            )
+        else:
+            self.diag_head = None
         if self.regions is None:
             self.regions = ["head_neck", "chest", "abdomen_pelvis"]
         if (
@@ -103,12 +121,18 @@ class ViPetConfig(PreTrainedConfig):
             or (self.findings_slots < 0)
         ):
             raise ValueError(f"findings_slots must be an integer >= 0, got {self.findings_slots!r}")
-        if self.dense_lesion and not (
-            self.ct_encoder["dense_stage"] and self.pet_encoder["dense_stage"]
-        ):
-            raise ValueError("dense_lesion needs dense_stage > 0 in both encoder configs")
-        if not 0.0 <= self.slot_threshold < 1.0:
-            raise ValueError(f"slot_threshold must be in [0, 1), got {self.slot_threshold!r}")
+        if self.findings_token and not self.findings_slots:
+            # the token summarises the slots' detections: without slots nothing is detected
+            raise ValueError(
+                "findings_token summarises the finding slots: it needs findings_slots > 0"
+            )
+        if not 0.0 < self.slot_threshold < 1.0:
+            raise ValueError(f"slot_threshold must be in (0, 1), got {self.slot_threshold!r}")
+        if self.pet_scaling not in ("log", "linear") or not self.pet_vmax > 0:
+            raise ValueError(
+                f"pet_scaling must be 'log' or 'linear' and pet_vmax > 0, got "
+                f"{self.pet_scaling!r}, {self.pet_vmax!r}"
+            )
         if not 0.0 < self.attention_top_heads <= 1.0:
             raise ValueError(
                 f"attention_top_heads must be in (0, 1], got {self.attention_top_heads}"
@@ -132,5 +156,10 @@ class ViPetConfig(PreTrainedConfig):
         return ProjectorConfig.from_dict(self.projector)
 
     @property
-    def diag_head_settings(self) -> DiagHeadConfig:
-        return DiagHeadConfig.from_dict(self.diag_head)
+    def has_findings_head(self) -> bool:
+        """Whether the model has the dense findings head (encoders with a pyramid stem)."""
+        return self.ct_encoder_settings.stem == "pyramid"
+
+    @property
+    def diag_head_settings(self) -> DiagHeadConfig | None:
+        return None if self.diag_head is None else DiagHeadConfig.from_dict(self.diag_head)

@@ -1,4 +1,34 @@
-"""The findings head: an auxiliary multi-label diagnosis from the fused visual tokens.
+"""The findings head: where the lesions are, voxel by voxel, what each one is, and the
+region-level diagnosis read off that.
+
+```
+fused tokens (B, C, d, h, w) ─ up ─ ⊕ CT, PET pyramid level L-1 ─ conv ─ up ─ … ─ ⊕ level 0 ─ conv ─ 1x1
+    → heat (B, D0, H0, W0)       a peak at every lesion's centre (CenterNet-style)
+      lesion (B, D0, H0, W0)     the lesion's voxels (segmentation)
+      types (B, 14, …)           its type, given a lesion there (softmax over LESION_TYPES)
+      avid (B, …)                FDG-avid or not
+      fine (B, 20, …)            its fine location (FINE_LOCATIONS), which gives the
+                                 protocol's location class and the report section
+      side (B, 4, …)             laterality (LATERALITIES)
+      log_size (B, …)            log of its largest axial diameter in mm
+```
+
+at the resolution of the finest pyramid level (for cpu-small half the input in-plane).
+
+**Why a dense decoder.** A report lists lesions one by one, so the model has to find
+each one and say what it is. A head on the encoder tokens alone sees patches of
+4 × 5 × 5 cm, where several nodes share a token and a 7 mm node is a few voxels among
+thousands; trained from scratch on a few hundred studies it learned *where lesions
+usually are* (docs/training.md, runs 1–4). The decoder brings back the encoders' fine
+pyramid features of both modalities — the fused tokens give each voxel the context of
+its region (PET queries CT), the pyramid the local detail — and is supervised by every
+voxel of the lesion masks.
+
+**Why a centre heatmap** (`heat_loss`, the penalty-reduced focal loss of CenterNet): a
+segmentation loss weighs lesions by their voxels, so an effusion of 500 voxels counts a
+hundred times a 6 mm node of five, and small lesions were never found. The heatmap has
+one peak per lesion whatever its size, the loss is normalised by the number of
+lesions, and its local maxima count the lesions, also where two nodes touch.
 
 **Label space** (``label_names()``, 87 labels), region-major so that each region's
 labels are one contiguous slice::
@@ -9,24 +39,15 @@ labels are one contiguous slice::
             f"{region}/{lesion_type}/not_avid"
         f"{region}/normal"                    # the region has no lesion at all
 
-so region ``r`` owns labels ``[r·29, (r+1)·29)``: 14 × 2 type/avidity labels, then
-``normal``.
-
-**One region at a time.** ViPET encodes each body region as its own volume, so the
-head sees one region's fused tokens and returns that region's 29 logits
-``(B, 29)`` — the region's slice of the full label vector. The 29 labels mean the same
-in every region, and the region is plain from the anatomy in the volume, so one head
-serves all three regions; concatenating a study's region outputs in REGIONS order gives
-the full 87-label vector. Targets: ``diag_targets(lesions, region)``.
-
-**Per token, then pooled.** The head predicts, for every token, whether its patch holds a
-lesion and of which type x avidity; a region's labels are the multiple-instance maximum
-over its tokens. Both token predictions are trained densely from the lesion masks
-(`token_lesion_loss`, `token_class_loss`), the region labels by `diag_loss`.
+so region ``r`` owns labels ``[r·29, (r+1)·29)``. The head sees one region at a time and
+returns that region's 29 logits (`region_logits`: the multiple-instance maximum over
+voxels of P(lesion centre)·P(type)·P(avidity)); ``diag_targets(lesions, region)`` gives
+the targets.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,13 +56,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vipet.model.layers import DictConfig, check_dropout, check_positive
-from vipet.model.layers import init_weights as _init_weights
-from vipet.reports.schema import LESION_TYPES, REGIONS, Lesion
+from vipet.model.encoder3d import _as_tuple, conv_block, init_convs
+from vipet.model.layers import DictConfig, check_positive
+from vipet.reports.schema import FINE_LOCATIONS, LATERALITIES, LESION_TYPES, REGIONS, Lesion
 
 AVIDITY: tuple[str, ...] = ("avid", "not_avid")
 LABELS_PER_REGION: int = len(LESION_TYPES) * len(AVIDITY) + 1  # + "normal"
 NORMAL_INDEX: int = LABELS_PER_REGION - 1  # within a region's slice
+FINE_NAMES: tuple[str, ...] = tuple(FINE_LOCATIONS)
+"""Fine locations in head output order."""
+OUTPUTS: dict[str, int] = {
+    "heat": 1,
+    "lesion": 1,
+    "types": len(LESION_TYPES),
+    "avid": 1,
+    "fine": len(FINE_NAMES),
+    "side": len(LATERALITIES),
+    "log_size": 1,
+}
+"""The head's output channels, in order."""
+ATTRIBUTES: tuple[str, ...] = ("type", "avid", "fine", "side", "log_size")
+"""Rows of an attribute table (`lesion_table`): what each lesion id stands for."""
 
 
 def region_label_names(region: str) -> list[str]:
@@ -105,105 +140,145 @@ def diag_targets(
     return out.reshape(-1)
 
 
+# ---- the head ---------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class DiagHeadConfig(DictConfig):
     width: int = 192
     """Width C of the fused tokens."""
-    hidden: int = 256
-    """Hidden width of the classifier MLP."""
-    dropout: float = 0.1
-    """Dropout before the output layer."""
+    pyramid_channels: tuple[int, ...] = (16, 32, 64)
+    """Channels of each encoder's pyramid levels, finest first (ViPetConfig sets them
+    from the encoders)."""
+    modalities: int = 2
+    """How many encoders' pyramids the decoder reads: 2, or 1 for a single-modality
+    fusion (ViPetConfig sets it from the fusion, so ``ct_only`` sees no PET at all)."""
+    decoder_channels: tuple[int, ...] = (16, 32, 64)
+    """Decoder channels at each pyramid level, finest first."""
+    heat_bias: float = -2.19
+    """Initial bias of the heatmap logits: σ = 0.1 everywhere, so the focal loss of the
+    many background voxels starts small (CenterNet's choice)."""
     pos_weight: float | None = None
-    """BCE weight on positive labels (>1 favours recall on rare findings); None: 1."""
+    """BCE weight on positive region labels (>1 favours recall on rare findings); None: 1."""
 
     def __post_init__(self) -> None:
-        check_positive(width=self.width, hidden=self.hidden)
-        check_dropout(self.dropout)
+        for name in ("pyramid_channels", "decoder_channels"):
+            object.__setattr__(self, name, _as_tuple(getattr(self, name)))
+        check_positive(width=self.width, modalities=self.modalities)
+        if self.modalities not in (1, 2):
+            raise ValueError(f"modalities must be 1 or 2, got {self.modalities}")
+        if not self.pyramid_channels or len(self.decoder_channels) != len(self.pyramid_channels):
+            raise ValueError(
+                "decoder_channels needs one entry per pyramid level, got "
+                f"{self.decoder_channels} for {self.pyramid_channels}"
+            )
+        check_positive(**{f"decoder_channels[{i}]": c for i, c in enumerate(self.decoder_channels)})
         if self.pos_weight is not None:
             check_positive(pos_weight=self.pos_weight)
 
 
 @dataclass
-class Findings:
-    """What the findings head reads from one batch of region token sets."""
+class DenseFindings:
+    """The head's voxel maps (logits) at the finest pyramid level, for B volumes."""
 
-    logits: torch.Tensor  # (B, LABELS_PER_REGION) region labels (multi-label logits)
-    scores: torch.Tensor  # (B, N) per-token lesion logits ("a lesion is here")
-    classes: torch.Tensor  # (B, N, LABELS_PER_REGION - 1) per-token type x avidity
-    # log-probabilities given a lesion there (they sum to 1 over the classes)
+    heat: torch.Tensor  # (B, D0, H0, W0)
+    lesion: torch.Tensor  # (B, D0, H0, W0)
+    types: torch.Tensor  # (B, 14, D0, H0, W0)
+    avid: torch.Tensor  # (B, D0, H0, W0)
+    fine: torch.Tensor  # (B, 20, D0, H0, W0)
+    side: torch.Tensor  # (B, 4, D0, H0, W0)
+    log_size: torch.Tensor  # (B, D0, H0, W0)
 
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        d, h, w = self.heat.shape[-3:]
+        return (d, h, w)
 
-def _mil_logits(scores: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """Region logits by multiple-instance pooling of the token predictions.
-
-    A region holds a lesion of class k when some token does:
-    ``P_k = max_n σ(score_n)·p(k | lesion at n)``; it is normal when no token holds a
-    lesion: ``P_normal = 1 − max_n σ(score_n)``. Returned as logits (computed in log space
-    so that confident tokens do not round to 0 or 1). ``classes`` are log-probabilities."""
-    log_p = F.logsigmoid(scores)[..., None] + classes  # (B, N, K)
-    log_pk = log_p.amax(dim=1)  # (B, K)
-    # logit(p) = log p − log(1 − p); clamp keeps log1p(−p) finite when p rounds to 1
-    log_pk = log_pk.clamp(max=-1e-6)
-    type_logits = log_pk - torch.log1p(-torch.exp(log_pk))
-    normal = -scores.amax(dim=1, keepdim=True)
-    return torch.cat([type_logits, normal], dim=-1)
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> DenseFindings:
+        """The same maps with ``fn`` applied to each (slicing, detaching, moving)."""
+        return DenseFindings(*(fn(getattr(self, k)) for k in OUTPUTS))
 
 
 class FindingsHead(nn.Module):
-    """``fused tokens (B, N, C) → region logits (B, LABELS_PER_REGION)`` for one region
-    each, read off per-token predictions.
-
-    Every token gets a lesion logit ("a lesion is in my patch") and, given a lesion, a
-    distribution over the type x avidity classes — a softmax over the 14 types times an
-    independent avid / not-avid probability (the type is read from the anatomy, the
-    avidity from the uptake); the region labels are their multiple-instance maximum
-    (`_mil_logits`). Why per token: a region's findings are a few hot tokens among
-    hundreds, and one pooled vector blurs lesions of different types into one — per-token
-    predictions keep them apart and can be supervised densely from the lesion masks
-    (`token_lesion_loss`, `token_class_loss`), which teaches the encoders far faster than
-    29 labels per region.
-    """
+    """``fused (B, N, C)`` on ``grid`` + pyramids → `DenseFindings` (see module doc)."""
 
     def __init__(self, config: DiagHeadConfig) -> None:
         super().__init__()
         self.config = config
-        c = config.width
-        self.ln = nn.LayerNorm(c)
-        self.mlp = nn.Sequential(
-            nn.Linear(c, config.hidden),
-            nn.GELU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(config.hidden, 1 + len(LESION_TYPES) + 1),  # score, types, avidity
-        )
-        self.apply(_init_weights)
+        levels = []
+        c_in = config.width
+        for level in reversed(range(len(config.pyramid_channels))):
+            skip = config.modalities * config.pyramid_channels[level]
+            levels.append(conv_block(c_in + skip, config.decoder_channels[level]))
+            c_in = config.decoder_channels[level]
+        self.levels = nn.ModuleList(levels)  # coarsest first
+        self.out = nn.Conv3d(c_in, sum(OUTPUTS.values()), kernel_size=1)
+        init_convs(self)
+        with torch.no_grad():
+            self.out.bias[0] = config.heat_bias
 
     @property
     def num_labels(self) -> int:
         return LABELS_PER_REGION
 
-    def findings(self, tokens: torch.Tensor) -> Findings:
-        """``tokens`` (B, N, C) → `Findings` (region logits, token scores and classes)."""
-        if tokens.dim() != 3 or tokens.shape[-1] != self.config.width:
+    def forward(
+        self,
+        fused: torch.Tensor,
+        grid: tuple[int, int, int],
+        pyramids: Sequence[Sequence[torch.Tensor]],
+    ) -> DenseFindings:
+        """``fused`` (B, N, C) tokens on ``grid``; ``pyramids``: per modality the
+        encoder's levels, finest first ((B, c_l, D_l, H_l, W_l) each)."""
+        cfg = self.config
+        if len(pyramids) != cfg.modalities or any(
+            len(p) != len(cfg.pyramid_channels) for p in pyramids
+        ):
             raise ValueError(
-                f"findings head expects (B, N, {self.config.width}), got {tuple(tokens.shape)}"
+                f"findings head reads {cfg.modalities} pyramid(s) of "
+                f"{len(cfg.pyramid_channels)} levels, got {[len(p) for p in pyramids]}"
             )
-        out = self.mlp(self.ln(tokens))
-        scores, types, avid = out[..., 0], out[..., 1:-1], out[..., -1:]
-        # label order within a region: type-major, then avid / not avid (AVIDITY)
-        log_type = F.log_softmax(types, dim=-1)[..., None]
-        log_avid = torch.stack([F.logsigmoid(avid), F.logsigmoid(-avid)], dim=-1)
-        classes = (log_type + log_avid).flatten(-2)
-        return Findings(_mil_logits(scores, classes), scores, classes)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``tokens`` (B, N, C) → region logits (B, LABELS_PER_REGION)."""
-        return self.findings(tokens).logits
+        b, n, c = fused.shape
+        if c != cfg.width or n != math.prod(grid):
+            raise ValueError(
+                f"findings head expects (B, {math.prod(grid)}, {cfg.width}) tokens, got "
+                f"{tuple(fused.shape)}"
+            )
+        x = fused.transpose(1, 2).reshape(b, c, *grid)
+        for i, block in enumerate(self.levels):
+            level = len(self.levels) - 1 - i
+            skips = [p[level] for p in pyramids]
+            x = F.interpolate(x, size=tuple(skips[0].shape[2:]), mode="nearest")
+            x = block(torch.cat([x, *(s.to(x.dtype) for s in skips)], dim=1))
+        parts = torch.split(self.out(x), list(OUTPUTS.values()), dim=1)
+        maps = {k: (v[:, 0] if OUTPUTS[k] == 1 else v) for k, v in zip(OUTPUTS, parts, strict=True)}
+        return DenseFindings(**maps)
 
     def loss(
         self, logits: torch.Tensor, targets: torch.Tensor, kind: str = "bce", gamma: float = 2.0
     ) -> torch.Tensor:
         """`diag_loss` with this head's ``pos_weight``."""
         return diag_loss(logits, targets, kind, gamma, self.config.pos_weight)
+
+
+def region_logits(dense: DenseFindings) -> torch.Tensor:
+    """``(B, LABELS_PER_REGION)`` region labels by multiple-instance pooling of the maps.
+
+    A region holds a lesion of class k (type x avidity) when some voxel is a lesion
+    centre of that class: ``P_k = max_v σ(heat_v)·p(type | v)·p(avidity | v)``; it is
+    normal when no voxel is a centre: ``P_normal = 1 − max_v σ(heat_v)``. Computed in log
+    space and returned as logits, so confident voxels do not round to 0 or 1."""
+    heat = dense.heat.float().flatten(1)  # (B, V)
+    log_type = F.log_softmax(dense.types.float().flatten(2), dim=1)  # (B, 14, V)
+    avid = dense.avid.float().flatten(1)
+    log_avid = torch.stack([F.logsigmoid(avid), F.logsigmoid(-avid)], dim=1)  # (B, 2, V)
+    log_p = F.logsigmoid(heat)[:, None, None] + log_type[:, :, None] + log_avid[:, None]
+    log_pk = log_p.flatten(1, 2).amax(dim=-1).clamp(max=-1e-6)  # (B, 28) type-major
+    type_logits = log_pk - torch.log1p(-torch.exp(log_pk))
+    normal = -heat.amax(dim=1, keepdim=True)
+    return torch.cat([type_logits, normal], dim=-1)
+
+
+# ---- losses -------------------------------------------------------------------------------
 
 
 def _bce(
@@ -252,59 +327,135 @@ def diag_loss(
     return DIAG_LOSSES[kind](logits, targets, pw, gamma).mean()
 
 
-def token_lesion_targets(lesion: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
-    """``(B, D, H, W)`` bool lesion masks → ``(B, N)`` float: 1 for every encoder token
-    whose patch holds a lesion voxel (max over the patch)."""
-    b, d, h, w = lesion.shape
-    k = (d // grid[0], h // grid[1], w // grid[2])
-    pooled = F.max_pool3d(lesion[:, None].float(), kernel_size=k, stride=k)
-    return pooled.reshape(b, -1)
+def lesion_table(lesions: Sequence[Lesion | Mapping[str, Any]]) -> torch.Tensor:
+    """``(len(ATTRIBUTES), 256)`` float: column ``id`` holds lesion ``id``'s type index
+    + 1, avidity + 1 (1 not avid, 2 avid), fine-location index + 1, laterality index + 1
+    and log size (mm); column 0 (background) and unknown ids are 0. Indexing it with a
+    lesion-id map gives every voxel its lesion's attributes (`attribute_maps`)."""
+    table = torch.zeros(len(ATTRIBUTES), 256)
+    for lesion in lesions:
+        d = lesion.to_dict() if isinstance(lesion, Lesion) else lesion
+        i = int(d["id"])
+        if not 1 <= i <= 255:
+            raise ValueError(f"lesion id {i} does not fit a uint8 mask (1..255)")
+        size = float(d.get("size_mm") or 10.0)
+        table[:, i] = torch.tensor(
+            [
+                1 + LESION_TYPES.index(d["type"]),
+                1 + int(bool(d["fdg_avid"])),
+                1 + FINE_NAMES.index(d["location_detail"]),
+                1 + LATERALITIES.index(d.get("laterality") or "none"),
+                math.log(max(size, 1.0)),
+            ]
+        )
+    return table
 
 
-def token_class_targets(
-    classes: torch.Tensor, grid: tuple[int, int, int], n_classes: int = LABELS_PER_REGION - 1
-) -> torch.Tensor:
-    """``(B, D, H, W)`` integer class maps (0 = background, ``1 + k`` = a lesion of region
-    label ``k``) → ``(B, N, n_classes)`` multi-hot: class k for every token whose patch
-    holds a voxel of class k."""
-    b, d, h, w = classes.shape
-    k = (d // grid[0], h // grid[1], w // grid[2])
-    out = torch.zeros(b, grid[0] * grid[1] * grid[2], n_classes, device=classes.device)
-    for c in torch.unique(classes).tolist():
-        if c == 0:
-            continue
-        if not 1 <= c <= n_classes:
-            raise ValueError(f"lesion class map holds {c}, outside 0..{n_classes}")
-        hit = F.max_pool3d((classes == c)[:, None].float(), kernel_size=k, stride=k)
-        out[..., c - 1] = hit.reshape(b, -1)
+def attribute_maps(labels: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    """``labels`` (B, D, H, W) lesion ids, ``tables`` (B, 5, 256) → (B, 5, D, H, W)."""
+    b = labels.shape[0]
+    idx = labels.long().flatten(1)[:, None, :].expand(-1, tables.shape[1], -1)
+    return torch.gather(tables, 2, idx).view(b, tables.shape[1], *labels.shape[1:])
+
+
+def heat_loss(logits: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss of the heatmap ``logits`` against Gaussian
+    targets ``heat`` (1 exactly at each lesion centre), per lesion: ``−(1−p)²·log p`` at
+    the centres, ``−(1−y)⁴·p²·log(1−p)`` elsewhere (voxels near a centre are barely
+    penalised), summed and divided by the number of centres. Written without boolean
+    indexing: masked gathers of (B, D, H, W) maps cost more on the CPU than the
+    arithmetic."""
+    p = torch.sigmoid(logits.float()).clamp(1e-4, 1 - 1e-4)
+    pos = (heat >= 1.0).to(p.dtype)
+    terms = (1 - p) ** 2 * torch.log(p) * pos + (1 - heat) ** 4 * p**2 * torch.log(1 - p) * (
+        1 - pos
+    )
+    return -terms.sum() / pos.sum().clamp_min(1.0)
+
+
+def findings_losses(
+    dense: DenseFindings, labels: torch.Tensor, tables: torch.Tensor, heat: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The head's voxel losses against lesion-id maps ``labels`` (B, D0, H0, W0) at the
+    head's resolution, their attribute ``tables`` (B, 5, 256) and ``heat`` targets:
+
+    - ``heat``: `heat_loss`;
+    - ``lesion``: BCE (lesion voxels weighted 5) + soft Dice of the segmentation;
+    - ``attributes``: on lesion voxels only, cross-entropy of type, fine location and
+      laterality, BCE of avidity, smooth-L1 of the log size, summed — zero, with a
+      gradient path, when the batch shows no lesion."""
+    if labels.shape != dense.heat.shape or heat.shape != dense.heat.shape:
+        raise ValueError(
+            f"targets {tuple(labels.shape)} / {tuple(heat.shape)} do not match the head's "
+            f"maps {tuple(dense.heat.shape)}"
+        )
+    is_lesion = labels > 0
+    y = is_lesion.float()
+    seg = dense.lesion.float()
+    bce = F.binary_cross_entropy_with_logits(seg, y, pos_weight=torch.tensor(5.0, device=y.device))
+    p = torch.sigmoid(seg)
+    dice = 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
+    out = {"heat": heat_loss(dense.heat, heat), "lesion": bce + dice}
+    n = y.sum()
+    if float(n) == 0:
+        out["attributes"] = sum(getattr(dense, k).float().sum() for k in OUTPUTS) * 0.0
+        return out
+    a = attribute_maps(labels, tables.to(y.device))
+    cls = lambda t: (t.long() - 1).clamp_min(0)  # noqa: E731  (background: masked out)
+    ce = lambda logits, t: F.cross_entropy(logits.float(), cls(t), reduction="none")  # noqa: E731
+    parts = (
+        ce(dense.types, a[:, 0]),
+        F.binary_cross_entropy_with_logits(
+            dense.avid.float(), (a[:, 1] - 1).clamp_min(0), reduction="none"
+        ),
+        ce(dense.fine, a[:, 2]),
+        ce(dense.side, a[:, 3]),
+        F.smooth_l1_loss(dense.log_size.float(), a[:, 4], reduction="none"),
+    )
+    out["attributes"] = sum((part * y).sum() for part in parts) / n
     return out
 
 
-def token_class_loss(
-    log_probs: torch.Tensor, classes: torch.Tensor, grid: tuple[int, int, int]
+def heat_targets(
+    centres: Sequence[Sequence[tuple[tuple[float, float, float], tuple[float, float, float]]]],
+    shape: tuple[int, int, int],
+    origin: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Cross-entropy of the per-token type x avidity log-probabilities ``(B, N, K)`` on
-    the tokens that hold a lesion (the classes are conditional on one being there;
-    `token_lesion_loss` trains "is one there"); a token holding lesions of several
-    classes has them as equal soft targets. Zero, with a gradient path, when the batch
-    has no lesion.
+    """``(B, *shape)`` Gaussian heatmaps: per item the lesions' ``(centre, sigma)`` in
+    voxels of the head's grid (1.0 exactly at the rounded centre). ``origin`` (B, 3): where
+    each item's window starts on that grid (crops), default 0."""
+    out = torch.zeros(len(centres), *shape)
+    axes = [torch.arange(n, dtype=torch.float32) for n in shape]
+    zz, yy, xx = torch.meshgrid(*axes, indexing="ij")
+    for i, item in enumerate(centres):
+        o = [0.0, 0.0, 0.0] if origin is None else [float(v) for v in origin[i]]
+        for (cz, cy, cx), (sz, sy, sx) in item:
+            lz, ly, lx = cz - o[0], cy - o[1], cx - o[2]
+            g = torch.exp(
+                -(((zz - lz) / sz) ** 2 + ((yy - ly) / sy) ** 2 + ((xx - lx) / sx) ** 2) / 2
+            )
+            out[i] = torch.maximum(out[i], g)
+            at = (round(lz), round(ly), round(lx))
+            if all(0 <= a < n for a, n in zip(at, shape, strict=True)):
+                out[i][at] = 1.0
+    return out
 
-    Why a softmax and not one sigmoid per class: against 27 negatives per token, BCE
-    learns "no class anywhere" first and the token's own class only slowly."""
-    target = token_class_targets(classes, grid, log_probs.shape[-1]).to(log_probs.dtype)
-    has = target.amax(dim=-1) > 0
-    if not bool(has.any()):
-        return log_probs.sum() * 0.0
-    target = target[has] / target[has].sum(dim=-1, keepdim=True)
-    return -(target * log_probs[has]).sum(dim=-1).mean()
 
-
-def token_lesion_loss(
-    scores: torch.Tensor, lesion: torch.Tensor, grid: tuple[int, int, int], pos_weight: float = 20.0
-) -> torch.Tensor:
-    """Dense supervision of the findings head's token scores ``(B, N)`` by the lesion
-    masks ``(B, D, H, W)``: BCE per token, lesion tokens weighted ``pos_weight`` (they are
-    ~1 % of a region's tokens)."""
-    target = token_lesion_targets(lesion, grid).to(scores.dtype)
-    weight = torch.tensor(pos_weight, dtype=scores.dtype, device=scores.device)
-    return F.binary_cross_entropy_with_logits(scores, target, pos_weight=weight)
+def lesion_centres(
+    labels: torch.Tensor, min_sigma: float = 0.8
+) -> list[tuple[int, tuple[float, float, float], tuple[float, float, float]]]:
+    """``(id, centre, sigma)`` of every lesion in one id map ``(D, H, W)`` (the head's
+    grid): the centre is the lesion's voxel nearest to its centre of mass (so a crescent
+    effusion's peak lies on it), sigma a sixth of its extent per axis, at least
+    ``min_sigma`` voxels."""
+    out = []
+    for i in torch.unique(labels).tolist():
+        if i == 0:
+            continue
+        pts = torch.nonzero(labels == i).float()
+        com = pts.mean(dim=0)
+        c = pts[((pts - com) ** 2).sum(dim=1).argmin()]
+        extent = pts.max(dim=0).values - pts.min(dim=0).values + 1
+        sigma = torch.clamp(extent / 6.0, min=min_sigma)
+        out.append((int(i), tuple(c.tolist()), tuple(sigma.tolist())))
+    return out

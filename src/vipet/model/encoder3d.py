@@ -1,24 +1,44 @@
 """A 3D Vision Transformer for one PET or CT region volume.
 
 ```
-x (B, 1, D, H, W) ─ Conv3d patch embed (kernel = stride = patch) ─ (B, N, C)
-  ─ + 3D position embedding ─ depth × pre-norm block ─ LayerNorm ─ (B, N, C)
+x (B, 1, D, H, W) ─ input channels (the volume, re-windowed copies, a white top-hat)
+  ─ stem ─ (B, C, d, h, w) ─ + 3D position embedding ─ depth × pre-norm block ─ LayerNorm ─ (B, N, C)
 ```
 
 ``N = d·h·w`` with ``(d, h, w) = image_size / patch_size`` (the token ``grid``); tokens
 are in C order over the grid (d slowest, w fastest), so token ``n`` is one patch and
 ``tokens.view(B, d, h, w, C)`` puts it back in place (attention maps rely on this).
 ViPET uses two of these, one for CT and one for PET.
+
+Two stems:
+
+- ``linear``: one Conv3d with kernel = stride = patch (the plain ViT patch embedding).
+- ``pyramid``: a small 3D CNN, two 3x3x3 convolutions (GroupNorm, GELU) per stage, each
+  stage striding down (`EncoderConfig.pyramid_strides`), then a strided Conv3d to the
+  token grid. Its stage outputs are the encoder's *pyramid*: feature maps at 1/2, 1/4,
+  1/8 … of the input, which the findings head's decoder reads next to the fused tokens
+  to say, voxel by voxel, where a lesion is (`vipet.model.diag_head`). Why: a 10 mm node
+  is a few voxels of a patch of thousands; small convolutions find a local hot spot or
+  a soft-tissue blob with few weights and few examples (translation equivariance),
+  where a linear patch embedding has to learn the same detector at every position.
+
+**Crops.** The encoder also takes a crop of its region — any whole number of patches
+per axis — with the crop's offset in tokens: the position embedding of those tokens is
+taken, so a crop's tokens carry the positions they have in the whole volume. Training
+the vision side on crops centred on lesions shows the detector several times more
+lesions per second of CPU than whole regions would.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vipet.errors import InputError
@@ -34,7 +54,12 @@ from vipet.model.layers import (
 log = logging.getLogger(__name__)
 
 POS_EMBEDS: tuple[str, ...] = ("learned", "sincos")
-STEMS: tuple[str, ...] = ("linear", "peak", "conv")
+STEMS: tuple[str, ...] = ("linear", "pyramid")
+
+
+def _as_tuple(value: object) -> object:
+    """Nested lists (from JSON) as nested tuples, so configs compare and hash."""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 @dataclass(frozen=True)
@@ -59,22 +84,29 @@ class EncoderConfig(DictConfig):
     """Position embedding: "learned" (one vector per token) or "sincos" (fixed 3D
     sine–cosine, no parameters; a third of the channels per axis)."""
     stem: str = "linear"
-    """Patch embedding: "linear" (one Conv3d, kernel = stride = patch), "peak" (the same
-    plus a Conv3d over the patch's sub-block maxima) or "conv" (a small strided 3D CNN
-    down to the token grid, see `conv_stem`)."""
+    """Patch embedding: "linear" (one Conv3d, kernel = stride = patch) or "pyramid" (a
+    strided 3D CNN whose stage outputs the findings head reads; see the module doc)."""
+    pyramid_channels: tuple[int, ...] = (16, 32, 64)
+    """"pyramid": channels of each stage, finest first."""
+    pyramid_strides: tuple[tuple[int, int, int], ...] = ((1, 2, 2), (2, 2, 2), (2, 2, 2))
+    """"pyramid": stride (d, h, w) of each stage; what is left of ``patch_size`` is the
+    stride of the final token embedding."""
+    windows: tuple[tuple[float, float], ...] = ()
+    """Extra input channels: the input re-windowed, each ``(lo, hi)`` (in the input's own
+    [0, 1] units) mapped to [0, 1] and clipped. For CT preprocessed with the HU window
+    [−1000, 1000], ``(0.425, 0.65)`` is the soft-tissue window [−150, 300] HU, where a
+    node (≈ 40 HU) stands 30 % of the range above fat (≈ −100 HU) instead of 7 %."""
     tophat: tuple[int, int, int] = (0, 0, 0)
-    """Structuring box (d, h, w voxels, odd) of a white top-hat added as a second input
-    channel (`white_tophat`); (0, 0, 0): none. Why: a lesion is a hot spot *smaller than
-    the organs around it*. The top-hat keeps what is smaller than the box and drops
-    brain, heart, liver and bladder, the physiological uptake that otherwise outshines
-    lesions at the same place in every patient, so the encoder does not have to learn
-    that morphology from a few hundred volumes."""
-    dense_stage: int = 0
-    """With a "conv" stem: hand out the feature map after this many stem stages (1 = the
-    first, at half resolution in-plane) as dense features for voxel-level supervision
-    (`ViT3D.forward` ``dense=True``); 0: none."""
+    """Structuring box (d, h, w voxels, odd) of a white top-hat of the last input channel
+    (the last window when there are windows), added as one more channel; (0, 0, 0):
+    none. Why: a lesion is a bright spot *smaller than the organs around it*. The top-hat
+    keeps what is smaller than the box and drops brain, heart, liver and bladder (PET) or
+    mediastinum and muscle (soft-tissue CT), so the encoder does not have to learn that
+    morphology from a few hundred volumes."""
 
     def __post_init__(self) -> None:
+        for name in ("image_size", "patch_size", "pyramid_channels", "pyramid_strides", "windows"):
+            object.__setattr__(self, name, _as_tuple(getattr(self, name)))
         for name in ("image_size", "patch_size"):
             value = getattr(self, name)
             if len(value) != 3:
@@ -98,24 +130,45 @@ class EncoderConfig(DictConfig):
             raise ValueError(f"tophat must be three odd sizes (or zeros), got {self.tophat}")
         if any(self.tophat) and not all(self.tophat):
             raise ValueError(f"tophat must be all zero or all odd, got {self.tophat}")
-        if self.dense_stage and (
-            self.stem != "conv" or self.dense_stage >= len(stem_strides(tuple(self.patch_size)))
-        ):
-            raise ValueError(
-                f"dense_stage {self.dense_stage} needs a conv stem with more stages than that"
-            )
+        for w in self.windows:
+            if len(w) != 2 or not w[1] > w[0]:
+                raise ValueError(f"each window must be (lo, hi) with hi > lo, got {w}")
+        if self.stem == "pyramid":
+            self._check_pyramid()
         if self.pos_embed == "sincos" and self.width < 6:
             raise ValueError(f"sincos position embedding needs width >= 6, got {self.width}")
 
-    @property
-    def stem_channels(self) -> int:
-        """Input channels of the patch embedding (the top-hat adds one per channel)."""
-        return self.in_channels * (2 if any(self.tophat) else 1)
+    def _check_pyramid(self) -> None:
+        if not self.pyramid_channels or len(self.pyramid_channels) != len(self.pyramid_strides):
+            raise ValueError(
+                "pyramid_channels and pyramid_strides need one entry per stage, got "
+                f"{self.pyramid_channels} and {self.pyramid_strides}"
+            )
+        check_positive(**{f"pyramid_channels[{i}]": c for i, c in enumerate(self.pyramid_channels)})
+        for s in self.pyramid_strides:
+            if len(s) != 3 or any(v not in (1, 2) for v in s):
+                raise ValueError(f"each pyramid stride must be three of 1 or 2, got {s}")
+        total = [math.prod(s[i] for s in self.pyramid_strides) for i in range(3)]
+        if any(p % t for p, t in zip(self.patch_size, total, strict=True)):
+            raise ValueError(
+                f"pyramid_strides reduce by {tuple(total)}, which does not divide "
+                f"patch_size {tuple(self.patch_size)}"
+            )
 
     @property
-    def dense_channels(self) -> int:
-        """Channels of the dense features (`dense_stage`)."""
-        return min(16 * 2 ** (self.dense_stage - 1), self.width) if self.dense_stage else 0
+    def stem_channels(self) -> int:
+        """Input channels of the stem: the volume, its windows, its top-hat."""
+        return self.in_channels * (1 + len(self.windows) + (1 if any(self.tophat) else 0))
+
+    @property
+    def embed_stride(self) -> tuple[int, int, int]:
+        """Stride of the token embedding after the pyramid (the whole patch for "linear")."""
+        if self.stem != "pyramid":
+            d, h, w = self.patch_size
+            return (d, h, w)
+        total = [math.prod(s[i] for s in self.pyramid_strides) for i in range(3)]
+        d, h, w = (p // t for p, t in zip(self.patch_size, total, strict=True))
+        return (d, h, w)
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -126,13 +179,6 @@ class EncoderConfig(DictConfig):
     @property
     def num_tokens(self) -> int:
         return math.prod(self.grid)
-
-    @property
-    def peak_block(self) -> tuple[int, int, int]:
-        """Sub-block of the "peak" stem: a quarter of the patch in-plane, half in depth
-        (1 where the patch is too small to split)."""
-        d, h, w = self.patch_size
-        return (max(1, d // 2), max(1, h // 4), max(1, w // 4))
 
 
 def sincos_embedding_3d(grid: tuple[int, int, int], width: int) -> torch.Tensor:
@@ -149,76 +195,108 @@ def sincos_embedding_3d(grid: tuple[int, int, int], width: int) -> torch.Tensor:
     return nn.functional.pad(emb, (0, width - emb.shape[1]))
 
 
+def running_max(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
+    """Maximum over a centred window of odd size ``k`` along ``dim`` (edges see only
+    what is inside the volume). Built by doubling — max of the window of 2, of 4, … —
+    so it costs ~log2(k) elementwise maxima, a few times faster on the CPU than a
+    max-pool that also has to track indices."""
+    if k <= 1:
+        return x
+    n = x.shape[dim]
+    pad = [0] * (2 * x.dim())
+    pad[2 * (x.dim() - 1 - dim)] = pad[2 * (x.dim() - 1 - dim) + 1] = k // 2
+    v = F.pad(x, pad, value=torch.finfo(x.dtype).min)
+    out, w = v, 1
+    while 2 * w <= k:
+        m = out.shape[dim] - w
+        out = torch.maximum(out.narrow(dim, 0, m), out.narrow(dim, w, m))
+        w *= 2
+    if w < k:
+        out = torch.maximum(out.narrow(dim, 0, n), out.narrow(dim, k - w, n))
+    return out.narrow(dim, 0, n)
+
+
 def white_tophat(x: torch.Tensor, box: tuple[int, int, int]) -> torch.Tensor:
-    """``x − opening(x)`` over a ``box`` (odd sizes): what of ``x`` is brighter than its
-    surroundings and smaller than the box. Grey-scale opening = erosion (a min filter)
-    then dilation (a max filter); a box filter is three 1-D ones in a row, so this is a
-    few cheap max-pools and no parameters."""
+    """``x − opening(x)`` over a ``box`` (odd sizes) on the last three axes: what of ``x``
+    is brighter than its surroundings and smaller than the box. Grey-scale opening =
+    erosion (a min filter) then dilation (a max filter); a box filter is three 1-D ones
+    in a row, so this is a few elementwise maxima and no parameters."""
 
     def dilate(v: torch.Tensor) -> torch.Tensor:
         for axis, k in enumerate(box):
-            size = [1, 1, 1]
-            size[axis] = k
-            pad = [0, 0, 0]
-            pad[axis] = k // 2
-            v = nn.functional.max_pool3d(v, tuple(size), stride=1, padding=tuple(pad))
+            v = running_max(v, k, v.dim() - 3 + axis)
         return v
 
     return x - dilate(-dilate(-x))
 
 
-def stem_strides(patch: tuple[int, int, int]) -> list[tuple[int, int, int]]:
-    """The patch factored into stride-2 steps per axis, longest axes first: (4, 16, 16)
-    → (1,2,2), (2,2,2), (2,2,2), (1,2,2)."""
-    left = list(patch)
-    out = []
-    while any(s > 1 for s in left):
-        top = max(left)
-        step = tuple(2 if s == top or (s > 1 and s * 2 >= top) else 1 for s in left)
-        for i, s in enumerate(step):
-            if left[i] % s:
-                raise ValueError(f"patch {tuple(patch)} is not a power of two on every axis")
-            left[i] //= s
-        out.append(step)
-    return out
+def input_channels(x: torch.Tensor, config: EncoderConfig) -> torch.Tensor:
+    """``(B, in_channels, D, H, W)`` → the stem's input: the volume, each window of
+    ``config.windows``, then the white top-hat of the last of them."""
+    chans = [x]
+    for lo, hi in config.windows:
+        chans.append(((x - lo) / (hi - lo)).clamp(0.0, 1.0))
+    if any(config.tophat):
+        with torch.no_grad():  # a fixed filter of the input: nothing to differentiate
+            chans.append(white_tophat(chans[-1], tuple(config.tophat)))
+    return torch.cat(chans, dim=1) if len(chans) > 1 else x
 
 
-def conv_stem(in_channels: int, width: int, patch: tuple[int, int, int]) -> nn.Sequential:
-    """A strided 3D CNN from voxels to the token grid: 3x3x3 convolutions, channels
-    doubling from 16, each step halving the axes the patch still has to reduce.
-
-    Why: a 10 mm lesion is a few voxels in a 1000-voxel patch. Small convolutions find a
-    local hot spot with few weights and few examples (translation equivariance), where a
-    ViT's linear patch embedding has to learn the same detector at every position of the
-    patch — on a few hundred training volumes it does not get there."""
-    layers: list[nn.Module] = []
-    strides = stem_strides(patch)
-    c_in = in_channels
-    for i, stride in enumerate(strides):
-        last = i == len(strides) - 1
-        c_out = width if last else min(16 * 2**i, width)
-        layers.append(nn.Conv3d(c_in, c_out, kernel_size=3, stride=stride, padding=1))
-        if not last:
-            layers += [nn.GroupNorm(min(8, c_out), c_out), nn.GELU()]
-        c_in = c_out
-    if not strides:  # patch (1, 1, 1): a pointwise embedding
-        layers.append(nn.Conv3d(in_channels, width, kernel_size=1))
-    return nn.Sequential(*layers)
+def conv_block(c_in: int, c_out: int, stride: Sequence[int] = (1, 1, 1)) -> nn.Sequential:
+    """3x3x3 Conv3d, GroupNorm, GELU: the unit of the pyramid stem and the decoder."""
+    return nn.Sequential(
+        nn.Conv3d(c_in, c_out, kernel_size=3, stride=tuple(stride), padding=1),
+        nn.GroupNorm(min(8, c_out), c_out),
+        nn.GELU(),
+    )
 
 
-def init_conv_stem(stem: nn.Sequential) -> None:
-    """He-normal convolutions (zero biases) in a `conv_stem`.
+def init_convs(module: nn.Module) -> None:
+    """He-normal convolutions (zero biases).
 
-    Why not the ViT init (std 0.02) the rest of the encoder uses: through four 3x3x3
+    Why not the ViT init (std 0.02) the rest of the encoder uses: through several 3x3x3
     convolutions it shrinks the image signal ~10⁴-fold, so at the start the tokens are
     their position embeddings alone, the stem's gradients vanish, and the encoder learns
     where lesions usually are instead of what they look like. GroupNorm between the
     convolutions keeps the scale while training."""
-    for m in stem.modules():
+    for m in module.modules():
         if isinstance(m, nn.Conv3d):
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+class PyramidStem(nn.Module):
+    """``(B, stem_channels, D, H, W)`` → tokens ``(B, width, d, h, w)`` and the stage
+    outputs, finest first: ``[(B, c_0, D/s_0, …), (B, c_1, …), …]``."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        stages = []
+        c_in = config.stem_channels
+        for c, stride in zip(config.pyramid_channels, config.pyramid_strides, strict=True):
+            stages.append(nn.Sequential(conv_block(c_in, c, stride), conv_block(c, c)))
+            c_in = c
+        self.stages = nn.ModuleList(stages)
+        e = config.embed_stride
+        self.embed = nn.Conv3d(c_in, config.width, kernel_size=e, stride=e)
+        init_convs(self)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return self.embed(x), features
+
+
+@dataclass
+class EncoderOutput:
+    """What one encoder pass gives."""
+
+    tokens: torch.Tensor  # (B, N, C), N = d·h·w in C order
+    grid: tuple[int, int, int]  # (d, h, w) of these tokens (smaller than config.grid for a crop)
+    pyramid: list[torch.Tensor]  # "pyramid" stem: stage outputs, finest first; else []
 
 
 class ViT3D(nn.Module):
@@ -228,21 +306,12 @@ class ViT3D(nn.Module):
         super().__init__()
         self.config = config
         c = config.width
-        c_in = config.stem_channels
-        if config.stem == "conv":
-            self.patch_embed = conv_stem(c_in, c, tuple(config.patch_size))
+        if config.stem == "pyramid":
+            self.patch_embed: nn.Module = PyramidStem(config)
         else:
             self.patch_embed = nn.Conv3d(
-                c_in, c, kernel_size=config.patch_size, stride=config.patch_size
+                config.stem_channels, c, kernel_size=config.patch_size, stride=config.patch_size
             )
-        # "peak" stem: a linear patch embedding averages a 10 mm lesion away among the
-        # ~1000 voxels of a patch, and a linear map cannot say "there is a hot spot
-        # somewhere in here". Max-pooling sub-blocks first keeps the hot spot's value,
-        # at a cost of ~3 % of the patch embedding's multiply-adds.
-        self.peak_embed = None
-        if config.stem == "peak":
-            k = tuple(p // b for p, b in zip(config.patch_size, config.peak_block, strict=True))
-            self.peak_embed = nn.Conv3d(c_in, c, kernel_size=k, stride=k)
         if config.pos_embed == "learned":
             self.pos_embed = nn.Parameter(torch.zeros(1, config.num_tokens, c))
         else:  # fixed: not a parameter, and not saved (recomputed from the config)
@@ -254,51 +323,79 @@ class ViT3D(nn.Module):
         )
         self.ln_f = nn.LayerNorm(c)
         self.apply(init_weights)
-        if config.stem == "conv":
-            init_conv_stem(self.patch_embed)
+        if config.stem == "pyramid":
+            init_convs(self.patch_embed)
         if isinstance(self.pos_embed, nn.Parameter):
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
 
     @property
     def grid(self) -> tuple[int, int, int]:
-        """Tokens per axis (d, h, w)."""
+        """Tokens per axis (d, h, w) of a whole region volume."""
         return self.config.grid
 
     @property
     def num_tokens(self) -> int:
         return self.config.num_tokens
 
-    def forward(
-        self, x: torch.Tensor, dense: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """``x`` (B, in_channels, D, H, W) → tokens (B, N, width); with ``dense`` also
-        the stem's feature map after ``dense_stage`` stages (B, dense_channels, d, h, w)."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """A whole region volume ``(B, in_channels, D, H, W)`` → tokens ``(B, N, width)``."""
         want = (self.config.in_channels, *self.config.image_size)
         if x.dim() != 5 or tuple(x.shape[1:]) != want:
             raise ValueError(
                 f"ViT3D expects (B, {', '.join(map(str, want))}), got {tuple(x.shape)}"
             )
-        if dense and not self.config.dense_stage:
-            raise ValueError("dense features need dense_stage > 0 in the encoder config")
-        if any(self.config.tophat):
-            x = torch.cat([x, white_tophat(x, tuple(self.config.tophat))], dim=1)
-        features = None
-        if dense:
-            # each stage but the last is Conv3d, GroupNorm, GELU
-            cut = 3 * self.config.dense_stage
-            features = self.patch_embed[:cut](x)
-            t = self.patch_embed[cut:](features)
+        return self.forward_features(x).tokens
+
+    def forward_features(
+        self, x: torch.Tensor, offsets: torch.Tensor | None = None
+    ) -> EncoderOutput:
+        """Tokens, their grid and the pyramid of ``x``: a whole region volume, or crops of
+        whole patches with ``offsets`` ``(B, 3)`` — each crop's first token on the
+        region's token grid (see the module doc)."""
+        cfg = self.config
+        if x.dim() != 5 or x.shape[1] != cfg.in_channels:
+            raise ValueError(f"ViT3D expects (B, {cfg.in_channels}, D, H, W), got {tuple(x.shape)}")
+        grid = tuple(s // p for s, p in zip(x.shape[2:], cfg.patch_size, strict=True))
+        if any(s % p for s, p in zip(x.shape[2:], cfg.patch_size, strict=True)) or any(
+            g > full for g, full in zip(grid, cfg.grid, strict=True)
+        ):
+            raise ValueError(
+                f"a crop must be whole patches {tuple(cfg.patch_size)} within "
+                f"{tuple(cfg.image_size)}, got {tuple(x.shape[2:])}"
+            )
+        x = input_channels(x, cfg)
+        pyramid: list[torch.Tensor] = []
+        if isinstance(self.patch_embed, PyramidStem):
+            t, pyramid = self.patch_embed(x)
         else:
             t = self.patch_embed(x)
-        if self.peak_embed is not None:
-            block = self.config.peak_block
-            t = t + self.peak_embed(nn.functional.max_pool3d(x, block, block))
         t = t.flatten(2).transpose(1, 2)  # (B, N, C), C order over the grid
-        t = self.dropout(t + self.pos_embed)
+        t = self.dropout(t + self._positions(grid, offsets, x.shape[0]).to(t.dtype))
         for block in self.blocks:
             t, _ = block(t)
-        t = self.ln_f(t)
-        return (t, features) if dense else t
+        return EncoderOutput(self.ln_f(t), (grid[0], grid[1], grid[2]), pyramid)
+
+    def _positions(
+        self, grid: tuple[int, ...], offsets: torch.Tensor | None, batch: int
+    ) -> torch.Tensor:
+        """The position embedding of the tokens of ``grid`` at ``offsets`` (B, 3)."""
+        full = self.config.grid
+        if tuple(grid) == tuple(full) and offsets is None:
+            return self.pos_embed
+        if offsets is None:
+            raise ValueError(f"a crop of {tuple(grid)} tokens needs its offsets on {full}")
+        offsets = torch.as_tensor(offsets, device=self.pos_embed.device).long()
+        if offsets.shape != (batch, 3):
+            raise ValueError(f"offsets must be (B, 3) = ({batch}, 3), got {tuple(offsets.shape)}")
+        if bool((offsets < 0).any()) or any(
+            int(offsets[:, i].max()) + grid[i] > full[i] for i in range(3)
+        ):
+            raise ValueError(f"crop offsets {offsets.tolist()} of {tuple(grid)} leave {full}")
+        axes = [torch.arange(g, device=offsets.device) for g in grid]
+        local = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+        idx = offsets[:, None, :] + local[None]  # (B, n, 3) positions on the full grid
+        flat = (idx[..., 0] * full[1] + idx[..., 1]) * full[2] + idx[..., 2]
+        return self.pos_embed[0][flat]  # (B, n, C)
 
 
 def freeze(module: nn.Module) -> nn.Module:

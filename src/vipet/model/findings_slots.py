@@ -1,136 +1,402 @@
-"""Finding slots: the findings head's K strongest detections per region, as LM tokens.
+"""Finding slots: the findings head's detections as tokens the language model describes.
 
-A report lists lesions one by one (type, place, uptake), so the language model needs
-each finding as something it can point at and count — not only a region-level verdict.
-Per region the slots are the ``K`` tokens of the encoder grid with the highest lesion
-score that are also local maxima of the score over their 3 x 3 x 3 neighbourhood (one
-slot per lesion rather than one per patch a large lesion covers). Each slot embeds
+A report lists lesions one by one — type, place, uptake, size — so the language model
+gets one token per lesion the head finds, in the order the report will describe them,
+and a summary token per region. This module turns the head's maps into `Detections`
+(`detect`), or the report's own lesions into the same thing (`teacher_detections`,
+training), and `Detections` into tokens (`FindingsSlots`, `FindingsToken`).
 
-- the fused token itself (what it looks like, with its position embedding),
-- the head's lesion probability and type x avidity probabilities there,
-- the token's normalised grid position (z, y, x in [0, 1]),
+**What a slot says** (`slot_features`, `SLOT_FEATURES` numbers): the lesion's type
+(one-hot over LESION_TYPES), FDG avidity, fine location (one-hot over FINE_LOCATIONS)
+and laterality; its SUVmax and size as digits (tens, units, tenths of SUV; tens and
+units of mm, each one-hot) and as a log value; and its position in the region. Digits,
+because the tokenizer reads numbers digit by digit and a small language model copies a
+one-hot digit into a digit token far more easily than it decodes a float. Decisions,
+not probabilities: the head's most likely type, location and side — so what the LM reads
+at inference looks exactly like the ground truth it was taught on.
 
-through a two-layer MLP into the LM's width. The selection is not differentiable but
-everything the slot carries is, so the LM loss also trains the vision side. A slot's
-attention row (for attention maps) is its one token.
+**Measured, not guessed**: a detection's SUVmax is the highest PET value around its peak
+(inside the head's lesion segmentation where there is one), turned back into SUV with
+the preprocessing's scaling — what a reader's SUVmax tool does. Its size is the head's
+regression.
 
-**Empty slots.** A slot whose lesion probability is below ``threshold`` carries a learned
-"empty" embedding instead. Without it the LM has to read "is this slot a finding" off a
-probability among ~200 numbers, and a small one trained from scratch does not: it wrote
-a sentence for every slot (890 lesions predicted against 258, docs/training.md run 3).
-With it, describing the filled slots is the whole job, and the count of findings is the
-head's count.
+**Order.** Slots run in report order: by report section of the fine location, then head
+to foot, then right to left on the image; the dataset orders a region's lesions the same
+way when it teaches the LM (`vipet.data.dataset`), so sentence j describes slot j.
 
-**Teacher-forced slots** (`teacher_slots`, training only). Built from the head's own
-detections, most slots of a partly trained model sit off the lesions, so what a slot
-says (its type probabilities) barely predicts the sentence the LM must write, and the LM
-learns to ignore it (run 4 wrote 515 of 530 lesions as the most frequent type). For a
-share of training steps the slots are instead put on the lesions the region's report
-describes — one per lesion, on the token holding most of its voxels, the rest empty — and
-carry what the head sees *there*; so the LM learns "one filled slot, one sentence, of the
-type the slot shows", and at inference the head's detections take their place.
+**Empty slots** carry a learned "empty" embedding: the number of filled slots is the
+number of findings the head stands behind, and describing the filled ones is the LM's
+whole job (run 3 of docs/training.md wrote a sentence for every slot when it had to
+read "is this a finding" off a probability).
+
+**Teacher forcing** (`teacher_detections`). Trained on the head's own detections, a
+language model learns that what a slot says barely predicts the sentence it must write
+(the head errs), and learns to ignore it — run 4 wrote 515 of 530 lesions as the most
+frequent type. Trained on slots built from the lesions the report describes, it learns
+to write what the slot says; at inference the head's detections take their place.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vipet.model.diag_head import FINE_NAMES, DenseFindings
+from vipet.reports.schema import FINE_LOCATIONS, LATERALITIES, LESION_TYPES, SECTIONS
 
-def select_slots(scores: torch.Tensor, grid: tuple[int, int, int], k: int) -> torch.Tensor:
-    """``(B, N)`` token scores on ``grid`` → ``(B, k)`` token indices: local maxima of the
-    score first, highest first (other tokens fill in when a region has fewer than k)."""
-    b, n = scores.shape
-    if n != grid[0] * grid[1] * grid[2]:
-        raise ValueError(f"{n} token scores do not fill the grid {grid}")
-    if not 1 <= k <= n:
-        raise ValueError(f"cannot take {k} slots from {n} tokens")
-    s = scores.detach().float().reshape(b, 1, *grid)
-    peak = s == F.max_pool3d(s, kernel_size=3, stride=1, padding=1)
-    # a non-peak sorts below every peak but keeps its order among non-peaks
-    ranked = torch.where(peak, s, s - (s.max() - s.min() + 1.0)).reshape(b, n)
-    return ranked.topk(k, dim=-1).indices
+SECTION_KEYS: tuple[str, ...] = tuple(key for key, _, _ in SECTIONS)
+SLOT_FEATURES: int = len(LESION_TYPES) + 1 + len(FINE_NAMES) + len(LATERALITIES) + 31 + 21 + 3
+"""Length of a slot's feature vector (see the module doc)."""
+TEACHER_FIELDS: tuple[str, ...] = ("present", "type", "avid", "fine", "side", "suvmax", "size_mm")
+"""Columns of a teacher attribute row (`teacher_detections`): present 0/1, then indices
+into LESION_TYPES, avidity 0/1, FINE_LOCATIONS and LATERALITIES, SUVmax, size in mm."""
+SECTION_OF_FINE: tuple[int, ...] = tuple(
+    SECTION_KEYS.index(FINE_LOCATIONS[name].section) for name in FINE_NAMES
+)
+LATERAL_FINE: tuple[bool, ...] = tuple(FINE_LOCATIONS[name].lateral for name in FINE_NAMES)
 
 
-def teacher_slots(
-    filed: torch.Tensor, grid: tuple[int, int, int], k: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(B, D, H, W)`` maps of the lesions a report describes (n on the n-th lesion's
-    voxels, 0 elsewhere) → slot token indices ``(B, k)`` and filled ``(B, k)`` bool: slot
-    j of an item sits on the token holding most voxels of its j-th lesion present in the
-    volume (lesions beyond k are dropped, as a detector with k slots would), the others
-    are empty (index 0, which an empty slot never reads)."""
-    b, d, h, w = filed.shape
-    if d % grid[0] or h % grid[1] or w % grid[2]:
-        raise ValueError(f"lesion maps of {(d, h, w)} do not tile the grid {grid}")
-    patch = (d // grid[0], h // grid[1], w // grid[2])
-    idx = torch.zeros(b, k, dtype=torch.long, device=filed.device)
-    filled = torch.zeros(b, k, dtype=torch.bool, device=filed.device)
+def _digits(value: torch.Tensor, scale: int, places: int) -> list[torch.Tensor]:
+    """Decimal digits of ``round(value · scale)``, most significant first."""
+    n = torch.round(value.float().clamp_min(0) * scale).long().clamp(max=10**places - 1)
+    return [(n // 10 ** (places - 1 - i)) % 10 for i in range(places)]
+
+
+def slot_features(
+    type_idx: torch.Tensor,
+    avid: torch.Tensor,
+    fine_idx: torch.Tensor,
+    side_idx: torch.Tensor,
+    suvmax: torch.Tensor,
+    size_mm: torch.Tensor,
+    position: torch.Tensor,
+) -> torch.Tensor:
+    """``(..., SLOT_FEATURES)`` from per-slot indices and values ``(...)`` and
+    ``position`` ``(..., 3)`` in [0, 1] (see the module doc for the layout)."""
+    oh = lambda i, n: F.one_hot(i.long().clamp(0, n - 1), n).float()  # noqa: E731
+    suv_digits = [oh(d, 10) for d in _digits(suvmax, 10, 3)]  # tens, units, tenths
+    size_digits = [oh(d, 10) for d in _digits(size_mm, 1, 2)]  # tens, units (mm)
+    parts = [
+        oh(type_idx, len(LESION_TYPES)),
+        avid.float()[..., None],
+        oh(fine_idx, len(FINE_NAMES)),
+        oh(side_idx, len(LATERALITIES)),
+        *suv_digits,
+        (torch.log1p(suvmax.float().clamp_min(0)) / math.log1p(30.0))[..., None],
+        *size_digits,
+        (torch.log1p(size_mm.float().clamp_min(0)) / math.log1p(60.0))[..., None],
+        position.float(),
+    ]
+    return torch.cat(parts, dim=-1)
+
+
+@dataclass
+class Detections:
+    """Up to K findings per volume, in report order (B volumes)."""
+
+    features: torch.Tensor  # (B, K, SLOT_FEATURES)
+    filled: torch.Tensor  # (B, K) bool
+    rows: torch.Tensor  # (B, K, N): each slot's weights over the encoder tokens (0 if empty)
+    scores: torch.Tensor  # (B, K): heat probability of a detection (1 for a teacher slot)
+    voxels: torch.Tensor  # (B, K, 3) long: its peak (or centre) on the head's grid
+    attributes: list[list[dict[str, Any]]] = field(default_factory=list)
+    """Per volume, per filled slot: the finding in words (`describe`)."""
+
+    @property
+    def slots(self) -> int:
+        return int(self.filled.shape[1])
+
+    def select(self, index: slice | list[int]) -> Detections:
+        """The detections of some volumes (a slice or list of batch indices)."""
+        idx = list(range(self.filled.shape[0]))[index] if isinstance(index, slice) else index
+        pick = lambda t: t[idx]  # noqa: E731
+        return Detections(
+            pick(self.features),
+            pick(self.filled),
+            pick(self.rows),
+            pick(self.scores),
+            pick(self.voxels),
+            [self.attributes[i] for i in idx] if self.attributes else [],
+        )
+
+
+def _describe(
+    type_idx: int, avid: bool, fine_idx: int, side_idx: int, suv: float, size: float
+) -> dict[str, Any]:
+    fine = FINE_NAMES[fine_idx]
+    return {
+        "type": LESION_TYPES[type_idx],
+        "fdg_avid": bool(avid),
+        "location_detail": fine,
+        "location": FINE_LOCATIONS[fine].location,
+        "section": FINE_LOCATIONS[fine].section,
+        "laterality": LATERALITIES[side_idx],
+        "suvmax": round(float(suv), 1),
+        "size_mm": float(round(float(size))),
+    }
+
+
+def _order_key(fine_idx: int, voxel: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Report order: section of the fine location, then head to foot, then image
+    left (patient right) to right."""
+    return (SECTION_OF_FINE[fine_idx], voxel[0], voxel[2])
+
+
+def suv_from_input(value: torch.Tensor, scaling: str, vmax: float) -> torch.Tensor:
+    """Preprocessed PET values in [0, 1] back to SUV (`vipet.preprocess.intensity`)."""
+    if scaling == "log":
+        return torch.expm1(value * math.log1p(vmax))
+    if scaling == "linear":
+        return value * vmax
+    raise ValueError(f"unknown PET scaling {scaling!r}; choose from ['linear', 'log']")
+
+
+@torch.no_grad()
+def detect(
+    dense: DenseFindings,
+    pet: torch.Tensor,
+    token_grid: tuple[int, int, int],
+    slots: int,
+    threshold: float,
+    zones: torch.Tensor | None = None,
+    pet_scaling: str = "log",
+    pet_vmax: float = 30.0,
+) -> Detections:
+    """The findings the head's maps show in ``B`` volumes: local maxima of the centre
+    heatmap above ``threshold`` (3x3x3 neighbourhood), at most ``slots`` per volume (the
+    strongest), in report order. ``pet`` (B, D, H, W) is the preprocessed PET the maps
+    come from (for SUVmax); ``zones`` (B, 2): the slices [lo, hi) of each volume that
+    belong to its region — a lesion centred in the overlap with a neighbouring region
+    is that region's to report, so each lesion is described once."""
+    heat = torch.sigmoid(dense.heat.float())
+    b, d0, h0, w0 = heat.shape
+    if pet.dim() != 4 or pet.shape[0] != b:
+        raise ValueError(f"pet must be (B, D, H, W) with B = {b}, got {tuple(pet.shape)}")
+    peak = (heat == F.max_pool3d(heat[:, None], 3, 1, 1)[:, 0]) & (heat > threshold)
+    seg = dense.lesion > 0  # sigmoid > 0.5
+    scale = [pet.shape[1 + i] // s for i, s in enumerate((d0, h0, w0))]
+    cell = [s // g for s, g in zip((d0, h0, w0), token_grid, strict=True)]
+    n_tokens = math.prod(token_grid)
+    out = _empty(b, slots, n_tokens, heat.device)
     for i in range(b):
-        labels = [int(v) for v in torch.unique(filed[i]).tolist() if v != 0][:k]
-        if not labels:
+        found = torch.nonzero(peak[i])
+        if zones is not None and len(found):
+            lo, hi = (float(v) * d0 / pet.shape[1] for v in zones[i])
+            keep = (found[:, 0].float() + 0.5 >= lo) & (found[:, 0].float() + 0.5 <= hi)
+            found = found[keep]
+        if not len(found):
+            out.attributes.append([])
             continue
-        masks = torch.stack([filed[i] == v for v in labels])[:, None].float()
-        share = F.avg_pool3d(masks, kernel_size=patch, stride=patch).reshape(len(labels), -1)
-        idx[i, : len(labels)] = share.argmax(dim=-1)
-        filled[i, : len(labels)] = True
-    return idx, filled
+        score = heat[i][tuple(found.T)]
+        found = found[score.argsort(descending=True)[:slots]]
+        rows = []
+        for z, y, x in found.tolist():
+            # Attributes are read as the mean probability over the peak's 3x3x3
+            # neighbourhood (inside the volume), computed at the peaks only: pooling
+            # every class map over the whole volume cost more than the encoders.
+            near = (i, slice(None), *(slice(max(0, v - 1), v + 2) for v in (z, y, x)))
+            mean = lambda m: m.flatten(1).mean(dim=1)  # noqa: E731
+            t = int(mean(torch.softmax(dense.types[near].float(), dim=0)).argmax())
+            f = int(mean(torch.softmax(dense.fine[near].float(), dim=0)).argmax())
+            s = (
+                int(mean(torch.softmax(dense.side[near].float(), dim=0)).argmax())
+                if LATERAL_FINE[f]
+                else LATERALITIES.index("none")
+            )
+            avid = float(torch.sigmoid(dense.avid[near[:1] + near[2:]].float()).mean())
+            size = float(torch.exp(dense.log_size[near[:1] + near[2:]].float().mean()))
+            suv = _suvmax(pet[i], seg[i], (z, y, x), scale, pet_scaling, pet_vmax)
+            rows.append(
+                (
+                    _order_key(f, (z, y, x)),
+                    (z, y, x),
+                    t,
+                    avid > 0.5,
+                    f,
+                    s,
+                    suv,
+                    size,
+                    float(heat[i, z, y, x]),
+                )
+            )
+        rows.sort(key=lambda r: r[0])
+        described = []
+        for j, (_, vox, t, a, f, s, suv, size, p) in enumerate(rows):
+            pos = torch.tensor([(v + 0.5) / n for v, n in zip(vox, (d0, h0, w0), strict=True)])
+            out.features[i, j] = slot_features(
+                torch.tensor(t),
+                torch.tensor(a),
+                torch.tensor(f),
+                torch.tensor(s),
+                torch.tensor(suv),
+                torch.tensor(size),
+                pos,
+            )
+            out.filled[i, j] = True
+            tok = ((vox[0] // cell[0]) * token_grid[1] + vox[1] // cell[1]) * token_grid[2] + (
+                vox[2] // cell[2]
+            )
+            out.rows[i, j, tok] = 1.0
+            out.scores[i, j] = p
+            out.voxels[i, j] = torch.tensor(vox)
+            described.append({**_describe(t, a, f, s, suv, size), "score": round(p, 3)})
+        out.attributes.append(described)
+    return out
 
 
-def grid_positions(grid: tuple[int, int, int], device: torch.device | None = None) -> torch.Tensor:
-    """``(N, 3)`` normalised (z, y, x) centre of every token, in [0, 1]."""
-    axes = [(torch.arange(g, device=device, dtype=torch.float32) + 0.5) / g for g in grid]
-    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+def _suvmax(
+    pet: torch.Tensor,
+    seg: torch.Tensor,
+    voxel: tuple[int, int, int],
+    scale: list[int],
+    scaling: str,
+    vmax: float,
+) -> float:
+    """SUVmax around a peak: the highest input PET value over the input voxels of the
+    peak's 3x3x3 neighbourhood on the head's grid, inside the lesion segmentation when
+    it covers any of them."""
+    lo = [max(0, v - 1) for v in voxel]
+    hi = [min(n, v + 2) for v, n in zip(voxel, seg.shape, strict=True)]
+    box = tuple(slice(a * s, b * s) for a, b, s in zip(lo, hi, scale, strict=True))
+    values = pet[box].float()
+    mask = seg[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+    if bool(mask.any()):
+        up = mask.repeat_interleave(scale[0], 0).repeat_interleave(scale[1], 1)
+        up = up.repeat_interleave(scale[2], 2)[
+            : values.shape[0], : values.shape[1], : values.shape[2]
+        ]
+        values = values[up]
+    return float(suv_from_input(values.max(), scaling, vmax))
+
+
+def _empty(b: int, k: int, n: int, device: torch.device) -> Detections:
+    return Detections(
+        features=torch.zeros(b, k, SLOT_FEATURES, device=device),
+        filled=torch.zeros(b, k, dtype=torch.bool, device=device),
+        rows=torch.zeros(b, k, n, device=device),
+        scores=torch.zeros(b, k, device=device),
+        voxels=torch.zeros(b, k, 3, dtype=torch.long, device=device),
+        attributes=[],
+    )
+
+
+def teacher_detections(
+    filed: torch.Tensor,
+    attrs: torch.Tensor,
+    token_grid: tuple[int, int, int],
+    head_shape: tuple[int, int, int],
+) -> Detections:
+    """Slots on the lesions a report describes (training only). ``filed`` (B, D, H, W):
+    slot ``j``'s lesion voxels labelled ``j + 1`` (0 elsewhere); ``attrs`` (B, K,
+    len(TEACHER_FIELDS)): the lesions' ground truth in slot order (``present`` 0 for an
+    empty slot). A slot's position is its lesion's centre, its attention row the share of
+    the lesion's voxels in each encoder token."""
+    b, d, h, w = filed.shape
+    k = attrs.shape[1]
+    if attrs.shape[0] != b or attrs.shape[2] != len(TEACHER_FIELDS):
+        raise ValueError(
+            f"attrs must be (B, K, {len(TEACHER_FIELDS)}) with B = {b}, got {tuple(attrs.shape)}"
+        )
+    if d % token_grid[0] or h % token_grid[1] or w % token_grid[2]:
+        raise ValueError(f"lesion maps of {(d, h, w)} do not tile the token grid {token_grid}")
+    out = _empty(b, k, math.prod(token_grid), filed.device)
+    patch = (d // token_grid[0], h // token_grid[1], w // token_grid[2])
+    masks = torch.stack([filed == j + 1 for j in range(k)], dim=1).float()  # (B, K, D, H, W)
+    share = F.avg_pool3d(masks, kernel_size=patch, stride=patch).flatten(2)  # (B, K, N)
+    count = masks.flatten(2).sum(-1)  # (B, K)
+    present = (attrs[..., 0] > 0) & (count > 0)
+    safe = count.clamp_min(1.0)
+    # Centres of mass from the per-axis marginals (no full-volume products).
+    pos = []
+    for axis, n in zip((2, 3, 4), (d, h, w), strict=True):
+        others = tuple(a for a in (2, 3, 4) if a != axis)
+        centre = (torch.arange(n, device=filed.device, dtype=torch.float32) + 0.5) / n
+        pos.append((masks.sum(dim=others) * centre).sum(-1) / safe)
+    pos = torch.stack(pos, dim=-1)  # (B, K, 3) in [0, 1]
+    a = attrs.float()
+    out.features = slot_features(
+        a[..., 1], a[..., 2], a[..., 3], a[..., 4], a[..., 5], a[..., 6], pos
+    )
+    out.features = out.features * present[..., None]
+    out.filled = present
+    out.rows = share / share.sum(-1, keepdim=True).clamp_min(1e-12) * present[..., None]
+    out.scores = present.float()
+    grid = torch.tensor(head_shape, device=filed.device)
+    out.voxels = (pos * grid).long().clamp(max=grid - 1) * present[..., None]
+    for i in range(b):
+        out.attributes.append(
+            [
+                _describe(*(int(v) for v in a[i, j, 1:5]), float(a[i, j, 5]), float(a[i, j, 6]))
+                for j in range(k)
+                if present[i, j]
+            ]
+        )
+    return out
 
 
 class FindingsSlots(nn.Module):
-    """``fused (B, N, C)``, head ``scores (B, N)`` and ``classes (B, N, K)`` → slot
-    tokens ``(B, slots, hidden)``, their token indices and which are filled."""
+    """`Detections` → slot tokens ``(B, K, hidden)``: an MLP of the slot's features, or
+    the learned "empty" embedding, plus a learned embedding of the slot's index (the
+    report's order)."""
 
-    def __init__(
-        self, width: int, n_classes: int, hidden: int, slots: int, threshold: float = 0.0
-    ) -> None:
+    def __init__(self, slots: int, hidden: int) -> None:
         super().__init__()
         self.slots = slots
-        self.threshold = threshold
-        self.empty = nn.Parameter(torch.zeros(hidden))
         self.mlp = nn.Sequential(
-            nn.LayerNorm(width + n_classes + 4),
-            nn.Linear(width + n_classes + 4, hidden),
-            nn.GELU(),
-            nn.Linear(hidden, hidden),
+            nn.Linear(SLOT_FEATURES, hidden), nn.GELU(), nn.Linear(hidden, hidden)
         )
+        self.empty = nn.Parameter(torch.zeros(hidden))
+        self.index = nn.Parameter(torch.zeros(slots, hidden))
+        nn.init.trunc_normal_(self.index, std=0.02)
+        nn.init.trunc_normal_(self.empty, std=0.02)
 
-    def forward(
-        self,
-        fused: torch.Tensor,
-        scores: torch.Tensor,
-        classes: torch.Tensor,
-        grid: tuple[int, int, int],
-        forced: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """→ slot tokens ``(B, S, hidden)``, their token indices ``(B, S)`` and whether
-        each is filled ``(B, S)`` bool. ``forced``: ``(indices, filled)`` from
-        `teacher_slots` instead of the head's detections and the threshold."""
-        if forced is None:
-            idx = select_slots(scores, grid, self.slots)  # (B, S)
-        else:
-            idx = forced[0]
-            if idx.shape != (scores.shape[0], self.slots):
-                raise ValueError(
-                    f"forced slots {tuple(idx.shape)}, expected {(scores.shape[0], self.slots)}"
-                )
-        take = lambda x: torch.gather(  # noqa: E731
-            x, 1, idx[..., None].expand(-1, -1, x.shape[-1])
+    def forward(self, det: Detections) -> torch.Tensor:
+        if det.slots != self.slots:
+            raise ValueError(f"{det.slots} detections per volume, the model has {self.slots} slots")
+        x = self.mlp(det.features.to(self.index.dtype))
+        x = torch.where(det.filled[..., None], x, self.empty.to(x.dtype))
+        return x + self.index.to(x.dtype)
+
+
+def findings_summary(det: Detections) -> torch.Tensor:
+    """``(B, 2·14 + 1)``: how many filled slots show each type x avidity (type-major,
+    avid first, as the region labels), and how many are filled, as log1p counts."""
+    n_types = len(LESION_TYPES)
+    onehot = det.features[..., :n_types] * det.filled[..., None]
+    avid = det.features[..., n_types : n_types + 1]
+    per = torch.stack([onehot * avid, onehot * (1 - avid)], dim=-1).sum(dim=1)  # (B, 14, 2)
+    total = det.filled.float().sum(dim=1, keepdim=True)
+    return torch.log1p(torch.cat([per.flatten(1), total], dim=-1))
+
+
+class FindingsToken(nn.Module):
+    """One token per region from `findings_summary`: the region's findings at a glance
+    (is it normal, which types, how many) for questions about the whole region."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        n = 2 * len(LESION_TYPES) + 1
+        self.mlp = nn.Sequential(nn.Linear(n, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+
+    def forward(self, det: Detections) -> torch.Tensor:
+        w = self.mlp[0].weight
+        return self.mlp(findings_summary(det).to(w.dtype))[:, None]  # (B, 1, hidden)
+
+    @staticmethod
+    def rows(det: Detections) -> torch.Tensor:
+        """``(B, 1, N)``: the findings token looks where its slots look (uniformly over
+        the tokens when the region has none)."""
+        n = det.rows.shape[-1]
+        s = det.rows.sum(dim=1)
+        uniform = torch.full_like(s, 1.0 / n)
+        out = torch.where(
+            det.filled.any(dim=1, keepdim=True),
+            s / s.sum(-1, keepdim=True).clamp_min(1e-12),
+            uniform,
         )
-        pos = grid_positions(grid, fused.device).to(fused.dtype)[idx]  # (B, S, 3)
-        prob = torch.sigmoid(torch.gather(scores, 1, idx).float())
-        feats = torch.cat(
-            [take(fused), torch.exp(take(classes)), prob[..., None].to(fused.dtype), pos],
-            dim=-1,
-        )
-        out = self.mlp(feats.to(fused.dtype))
-        filled = prob >= self.threshold if forced is None else forced[1]
-        out = torch.where(filled[..., None], out, self.empty.to(out.dtype))
-        return out, idx, filled
+        return out[:, None]

@@ -60,6 +60,11 @@ class FusionConfig(DictConfig):
 class Fusion(nn.Module):
     """Base class: checks the inputs and shapes the return value; subclasses ``fuse``."""
 
+    modalities: tuple[str, ...] = ("pet", "ct")
+    """The modalities the variant reads — also whose fine features the findings head's
+    decoder may use (`vipet.model.diag_head`), so a single-modality ablation sees that
+    modality alone all the way to the voxel maps."""
+
     def __init__(self, config: FusionConfig) -> None:
         super().__init__()
         self.config = config
@@ -159,12 +164,16 @@ class SumFusion(Fusion):
 class CtOnlyFusion(Fusion):
     """CT tokens only (PET ignored): what anatomy alone can tell."""
 
+    modalities = ("ct",)
+
     def fuse(self, pet: Tensor, ct: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
         return ct, None
 
 
 class PetOnlyFusion(Fusion):
     """PET tokens only (CT ignored): what uptake alone can tell."""
+
+    modalities = ("pet",)
 
     def fuse(self, pet: Tensor, ct: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
         return pet, None

@@ -4,24 +4,51 @@ path (`vipet.model.language.load_language_model`)."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from vipet.data.tokenizer import IMAGE_TOKEN
 from vipet.model.config import ViPetConfig
 from vipet.model.vipet import ViPetModel
 
+# CT is preprocessed with the HU window [-1000, 1000] -> [0, 1]: (0.425, 0.65) re-windows
+# it to the soft-tissue window [-150, 300] HU (`EncoderConfig.windows`).
+_SOFT_TISSUE = [[0.425, 0.65]]
+
+
+def _pyramid(channels: list[int], **kw: Any) -> dict[str, Any]:
+    """Encoder settings with a pyramid stem of ``channels`` (strides (1,2,2), then
+    (2,2,2) for every further stage)."""
+    strides = [[1, 2, 2]] + [[2, 2, 2]] * (len(channels) - 1)
+    return {"stem": "pyramid", "pyramid_channels": channels, "pyramid_strides": strides, **kw}
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
-        "ct_encoder": {
-            "image_size": [8, 32, 32],
-            "patch_size": [4, 8, 8],
-            "width": 32,
-            "depth": 1,
-            "heads": 2,
-        },
+        "ct_encoder": _pyramid(
+            [8, 16],
+            image_size=[8, 32, 32],
+            patch_size=[4, 8, 8],
+            width=32,
+            depth=1,
+            heads=2,
+            windows=_SOFT_TISSUE,
+            tophat=[3, 5, 5],
+        ),
+        "pet_encoder": _pyramid(
+            [8, 16],
+            image_size=[8, 32, 32],
+            patch_size=[4, 8, 8],
+            width=32,
+            depth=1,
+            heads=2,
+            tophat=[3, 5, 5],
+        ),
         "fusion": {"name": "cross_attention", "heads": 2},
         "projector": {"kind": "perceiver", "num_latents": 4, "layers": 1, "heads": 2},
-        "diag_head": {"hidden": 32},
+        "diag_head": {"decoder_channels": [8, 16]},
+        "findings_token": True,
+        "findings_slots": 4,
         "text": {
             "hidden_size": 64,
             "intermediate_size": 128,
@@ -30,24 +57,34 @@ PRESETS: dict[str, dict[str, Any]] = {
             "num_key_value_heads": 2,
         },
     },
+    # The default. 64 x 96 x 96 voxels per region (about 5.5 mm slices, 3.3 mm pixels):
+    # a 7 mm node keeps 2.4x the CT contrast it has on 11 mm slices (docs/training.md).
     "cpu-small": {
-        "ct_encoder": {
-            "image_size": [32, 128, 128],
-            "patch_size": [4, 16, 16],
-            "width": 192,
-            "depth": 2,
-            "heads": 4,
-            "stem": "conv",
-            "tophat": [3, 11, 11],
-            "dense_stage": 2,
-        },
+        "ct_encoder": _pyramid(
+            [16, 32, 64],
+            image_size=[64, 96, 96],
+            patch_size=[8, 16, 16],
+            width=192,
+            depth=2,
+            heads=4,
+            windows=_SOFT_TISSUE,
+            tophat=[3, 11, 11],
+        ),
+        "pet_encoder": _pyramid(
+            [16, 32, 64],
+            image_size=[64, 96, 96],
+            patch_size=[8, 16, 16],
+            width=192,
+            depth=2,
+            heads=4,
+            tophat=[3, 11, 11],
+        ),
         "fusion": {"name": "cross_attention", "heads": 4},
         "projector": {"kind": "perceiver", "num_latents": 32, "layers": 2, "heads": 4},
-        "diag_head": {"hidden": 256},
+        "diag_head": {"decoder_channels": [16, 32, 64]},
         "findings_token": True,
-        "findings_slots": 6,
-        "dense_lesion": True,
-        "slot_threshold": 0.6,
+        "findings_slots": 8,
+        "slot_threshold": 0.3,
         "text": {
             "hidden_size": 256,
             "intermediate_size": 768,
@@ -60,28 +97,56 @@ PRESETS: dict[str, dict[str, Any]] = {
     # local folder (TrainConfig.lm_path), e.g. Qwen2.5-1.5B-Instruct or a 7B model,
     # trained with LoRA. Sized for one 24-80 GB card per process (see configs/gpu-*.yaml).
     "gpu-base": {
-        "ct_encoder": {
-            "image_size": [32, 128, 128],
-            "patch_size": [4, 16, 16],
-            "width": 384,
-            "depth": 8,
-            "heads": 6,
-        },
+        "ct_encoder": _pyramid(
+            [32, 64, 128],
+            image_size=[64, 128, 128],
+            patch_size=[8, 16, 16],
+            width=384,
+            depth=8,
+            heads=6,
+            windows=_SOFT_TISSUE,
+            tophat=[3, 11, 11],
+        ),
+        "pet_encoder": _pyramid(
+            [32, 64, 128],
+            image_size=[64, 128, 128],
+            patch_size=[8, 16, 16],
+            width=384,
+            depth=8,
+            heads=6,
+            tophat=[3, 11, 11],
+        ),
         "fusion": {"name": "cross_attention", "heads": 6},
         "projector": {"kind": "perceiver", "num_latents": 64, "layers": 2, "heads": 8},
-        "diag_head": {"hidden": 512},
+        "diag_head": {"decoder_channels": [32, 64, 128]},
+        "findings_token": True,
+        "findings_slots": 8,
     },
     "gpu-large": {
-        "ct_encoder": {
-            "image_size": [48, 160, 160],
-            "patch_size": [4, 16, 16],
-            "width": 512,
-            "depth": 12,
-            "heads": 8,
-        },
+        "ct_encoder": _pyramid(
+            [32, 64, 128],
+            image_size=[96, 160, 160],
+            patch_size=[8, 16, 16],
+            width=512,
+            depth=12,
+            heads=8,
+            windows=_SOFT_TISSUE,
+            tophat=[3, 13, 13],
+        ),
+        "pet_encoder": _pyramid(
+            [32, 64, 128],
+            image_size=[96, 160, 160],
+            patch_size=[8, 16, 16],
+            width=512,
+            depth=12,
+            heads=8,
+            tophat=[3, 13, 13],
+        ),
         "fusion": {"name": "cross_attention", "heads": 8},
         "projector": {"kind": "perceiver", "num_latents": 96, "layers": 3, "heads": 8},
-        "diag_head": {"hidden": 768},
+        "diag_head": {"decoder_channels": [32, 64, 128]},
+        "findings_token": True,
+        "findings_slots": 8,
     },
 }
 
@@ -115,7 +180,7 @@ def model_config(preset: str, tokenizer: Any, **overrides: Any) -> ViPetConfig:
         **p["text"],
     }
     kwargs = {
-        **{k: dict(v) if isinstance(v, dict) else v for k, v in p.items() if k != "text"},
+        **{k: copy.deepcopy(v) for k, v in p.items() if k != "text"},
         "text_config": text,
         "image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         **overrides,

@@ -1,16 +1,20 @@
 """ViPET-VLM, composed from named parts the way transformers' LLaVA is.
 
 ```
-ct  (B, R, D, H, W) ─ ct_encoder  ─┐
-                                    ├─ fusion (PET queries CT) ─ fused (B·R, N, C) ─┬─ diag_head → findings logits
-pet (B, R, D, H, W) ─ pet_encoder ─┘                                               └─ multi_modal_projector
-                                                                                       (resampler + MLP) → (B, R·L, hidden)
-input_ids with R·L <image> placeholders ─ embed ─ masked_scatter(visual tokens) ─ language_model → logits
+ct  (B, R, D, H, W) ─ ct_encoder  ─┐ tokens + pyramid
+                                    ├─ fusion (PET queries CT) ─ fused (B·R, N, C) ─┬─ multi_modal_projector → R·L latents
+pet (B, R, D, H, W) ─ pet_encoder ─┘                                               └─ diag_head (+ pyramids) → voxel maps
+                                                                                        → detections → findings token + slots
+input_ids with R·(L+1+K) <image> placeholders ─ embed ─ masked_scatter(visual tokens) ─ language_model → logits
 ```
 
-Regions go through the encoders as one batch of B·R volumes. Visual features are a
-value of their own (`VisualFeatures`): computed once per study, they are reused for
-every question and turn, and generation with a KV cache only runs the language model.
+Regions go through the encoders as one batch of B·R volumes. The work is split in two:
+`vision` (encoders, fusion, findings head and its detections — the part the language
+phase of training keeps frozen, so its outputs can be reused), and `visual_tokens`
+(projector, findings token and slots: what the language model reads). Visual features
+are a value of their own (`VisualFeatures`): computed once per study, they are reused
+for every question and turn, and generation with a KV cache only runs the language
+model.
 """
 
 from __future__ import annotations
@@ -18,16 +22,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
 from vipet.model.attention_map import attention_maps
 from vipet.model.config import ViPetConfig
-from vipet.model.dense_head import DenseLesionHead
-from vipet.model.diag_head import Findings, FindingsHead
+from vipet.model.diag_head import DenseFindings, FindingsHead, region_logits
 from vipet.model.encoder3d import ViT3D
-from vipet.model.findings_slots import FindingsSlots, teacher_slots
+from vipet.model.findings_slots import (
+    Detections,
+    FindingsSlots,
+    FindingsToken,
+    detect,
+    teacher_detections,
+)
 from vipet.model.fusion import build_fusion
 from vipet.model.language import LoraSettings, apply_lora, build_language_model
 from vipet.model.projector import VisualProjector
@@ -41,29 +49,48 @@ PARTS: tuple[str, ...] = (
     "language_model",
     "findings_projector",
     "findings_slots",
-    "dense_head",
 )
-"""The named parts of `ViPetModel` (``findings_projector`` is None unless
-``config.findings_token``, ``findings_slots`` unless ``config.findings_slots``,
-``dense_head`` unless ``config.dense_lesion``); training
-stages freeze and unfreeze by these names."""
+"""The named parts of `ViPetModel` (``diag_head`` is None unless the encoders have a
+pyramid stem, ``findings_projector`` unless ``config.findings_token``,
+``findings_slots`` unless ``config.findings_slots``); training stages freeze and
+unfreeze by these names."""
+VISION_PARTS: tuple[str, ...] = ("ct_encoder", "pet_encoder", "fusion", "diag_head")
+"""The parts `ViPetModel.vision` runs."""
+
+
+@dataclass
+class VisionOutput:
+    """What `ViPetModel.vision` derives from B·R region volumes."""
+
+    fused: torch.Tensor  # (B·R, N, C) fused encoder tokens
+    grid: tuple[int, int, int]  # encoder token grid per region (d, h, w)
+    image_shape: tuple[int, int, int]  # (D, H, W) of each region volume
+    dense: DenseFindings | None = None  # the findings head's voxel maps (B·R volumes)
+    detections: Detections | None = None  # the head's findings (B·R volumes)
+
+    def select(self, index: list[int]) -> VisionOutput:
+        """The outputs of some volumes."""
+        return VisionOutput(
+            self.fused[index],
+            self.grid,
+            self.image_shape,
+            None if self.dense is None else self.dense.map(lambda t: t[index]),
+            None if self.detections is None else self.detections.select(index),
+        )
 
 
 @dataclass
 class VisualFeatures:
     """Everything the model derives from the images of one batch of studies."""
 
-    tokens: torch.Tensor  # (B, R·L, hidden) — what replaces the <image> placeholders
-    fused: torch.Tensor  # (B, R, N, C) fused encoder tokens (for the findings head)
-    resampler_attention: torch.Tensor | None  # (B, R, L, N), when asked for
+    tokens: torch.Tensor  # (B, R·L', hidden) — what replaces the <image> placeholders
+    fused: torch.Tensor  # (B, R, N, C) fused encoder tokens
+    resampler_attention: torch.Tensor | None  # (B, R, L', N), when asked for
     grid: tuple[int, int, int]  # encoder token grid per region (d, h, w)
     image_shape: tuple[int, int, int]  # (D, H, W) of each region volume
     diag_logits: torch.Tensor | None = None  # (B, R, labels), once computed
-    lesion_scores: torch.Tensor | None = None  # (B, R, N) findings-head token scores
-    lesion_classes: torch.Tensor | None = None  # (B, R, N, K) token type x avidity log-probs
-    slot_tokens: torch.Tensor | None = None  # (B, R, S) encoder token of each finding slot
-    slot_filled: torch.Tensor | None = None  # (B, R, S) bool: the slot shows a detection
-    lesion_dense: torch.Tensor | None = None  # (B, R, d, h, w) voxel-level lesion logits
+    dense: DenseFindings | None = None  # voxel maps of the B·R volumes
+    detections: Detections | None = None  # what the slots show (B·R volumes)
 
 
 @dataclass
@@ -74,6 +101,12 @@ class ViPetOutput:
     attentions: tuple[torch.Tensor, ...] | None = None  # per LM layer (B, heads, T, T)
     cache: object | None = None  # the LM's KV cache
     visual: VisualFeatures | None = None
+    dense: DenseFindings | None = None  # the findings head's maps of crops (``offsets``)
+
+
+Teacher = tuple[torch.Tensor, torch.Tensor]
+"""Teacher-forced slots: ``filed`` (B, R, D, H, W) and ``attrs`` (B, R, K, 7), see
+`vipet.model.findings_slots.teacher_detections`."""
 
 
 class ViPetModel(PreTrainedModel):
@@ -89,28 +122,13 @@ class ViPetModel(PreTrainedModel):
         self.pet_encoder = ViT3D(config.pet_encoder_settings)
         self.fusion = build_fusion(config.fusion_settings)
         self.multi_modal_projector = VisualProjector(config.projector_settings)
-        self.diag_head = FindingsHead(config.diag_head_settings)
-        self.findings_projector = None
-        if config.findings_token:
-            hidden = config.projector_settings.out_width
-            self.findings_projector = nn.Sequential(
-                nn.Linear(self.diag_head.num_labels, hidden), nn.GELU(), nn.Linear(hidden, hidden)
-            )
-        self.dense_head = None
-        if config.dense_lesion:
-            self.dense_head = DenseLesionHead(
-                config.ct_encoder_settings.dense_channels,
-                config.pet_encoder_settings.dense_channels,
-            )
-        self.findings_slots = None
-        if config.findings_slots:
-            self.findings_slots = FindingsSlots(
-                config.diag_head_settings.width,
-                self.diag_head.num_labels - 1,
-                config.projector_settings.out_width,
-                config.findings_slots,
-                config.slot_threshold,
-            )
+        head = config.diag_head_settings
+        self.diag_head = None if head is None else FindingsHead(head)
+        hidden = config.projector_settings.out_width
+        self.findings_projector = FindingsToken(hidden) if config.findings_token else None
+        self.findings_slots = (
+            FindingsSlots(config.findings_slots, hidden) if config.findings_slots else None
+        )
         lm = (
             language_model
             if language_model is not None
@@ -139,105 +157,131 @@ class ViPetModel(PreTrainedModel):
         n = self.multi_modal_projector.num_tokens(self.ct_encoder.grid)
         return n + (1 if self.findings_projector is not None else 0) + self.config.findings_slots
 
-    def encode_images(
-        self,
-        ct: torch.Tensor,
-        pet: torch.Tensor,
-        with_attention: bool = False,
-        slot_lesions: torch.Tensor | None = None,
-    ) -> VisualFeatures:
-        """``ct``, ``pet``: ``(B, R, D, H, W)`` in [0, 1] → `VisualFeatures`.
-        ``slot_lesions``: ``(B, R, D, H, W)`` maps of the lesions each region's report
-        describes (a batch's ``filed_lesions``) to put the finding slots on instead of
-        the head's detections — teacher forcing, for training only
-        (`vipet.model.findings_slots.teacher_slots`)."""
+    @property
+    def head_shape(self) -> tuple[int, int, int]:
+        """``(D0, H0, W0)``: the findings head's voxel grid for a whole region volume."""
+        enc = self.config.ct_encoder_settings
+        first = enc.pyramid_strides[0] if enc.stem == "pyramid" else (1, 1, 1)
+        d, h, w = (i // s for i, s in zip(enc.image_size, first, strict=True))
+        return (d, h, w)
+
+    def _encode(
+        self, ct: torch.Tensor, pet: torch.Tensor, offsets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, tuple[int, int, int], DenseFindings | None]:
+        """``(V, 1, D, H, W)`` volumes (or crops at ``offsets``) → fused tokens, grid,
+        voxel maps."""
+        x_ct = self.ct_encoder.forward_features(ct.to(self.dtype), offsets)
+        x_pet = self.pet_encoder.forward_features(pet.to(self.dtype), offsets)
+        fused = self.fusion(x_pet.tokens, x_ct.tokens)  # PET queries CT
+        dense = None
+        if self.diag_head is not None:
+            by_name = {"ct": x_ct.pyramid, "pet": x_pet.pyramid}
+            pyramids = [by_name[m] for m in ("ct", "pet") if m in self.fusion.modalities]
+            dense = self.diag_head(fused, x_ct.grid, pyramids)
+        return fused, x_ct.grid, dense
+
+    def dense_findings(
+        self, ct: torch.Tensor, pet: torch.Tensor, offsets: torch.Tensor | None = None
+    ) -> DenseFindings:
+        """The findings head's voxel maps of ``(V, 1, D, H, W)`` volumes, or of crops of
+        whole patches at token ``offsets`` (V, 3) — how the vision side trains."""
+        if self.diag_head is None:
+            raise ValueError("this model has no findings head (its encoders need a pyramid stem)")
+        return self._encode(ct, pet, offsets)[2]
+
+    def vision(
+        self, ct: torch.Tensor, pet: torch.Tensor, zones: torch.Tensor | None = None
+    ) -> VisionOutput:
+        """``ct``, ``pet``: ``(B, R, D, H, W)`` in [0, 1] → `VisionOutput` of the B·R
+        volumes; ``zones`` ``(B, R, 2)``: each region's own slices (see `detect`)."""
         if ct.shape != pet.shape or ct.dim() != 5:
             raise ValueError(
                 f"ct and pet must both be (B, R, D, H, W), got {tuple(ct.shape)} and {tuple(pet.shape)}"
             )
         b, r = ct.shape[:2]
-        flat = lambda x: x.reshape(b * r, 1, *x.shape[2:]).to(self.dtype)  # noqa: E731
-        dense = None
-        if self.dense_head is not None:
-            ct_tok, ct_dense = self.ct_encoder(flat(ct), dense=True)  # (B·R, N, C)
-            pet_tok, pet_dense = self.pet_encoder(flat(pet), dense=True)
-            dense = self.dense_head(ct_dense, pet_dense)
-            dense = dense.reshape(b, r, *dense.shape[1:])
-        else:
-            ct_tok = self.ct_encoder(flat(ct))  # (B·R, N, C)
-            pet_tok = self.pet_encoder(flat(pet))
-        fused = self.fusion(pet_tok, ct_tok)  # PET queries CT
-        grid = self.ct_encoder.grid
+        flat = lambda x: x.reshape(b * r, 1, *x.shape[2:])  # noqa: E731
+        fused, grid, dense = self._encode(flat(ct), flat(pet))
+        detections = None
+        if dense is not None and self.findings_slots is not None:
+            detections = detect(
+                dense,
+                flat(pet)[:, 0],
+                grid,
+                self.config.findings_slots,
+                self.config.slot_threshold,
+                None if zones is None else zones.reshape(b * r, 2),
+                self.config.pet_scaling,
+                self.config.pet_vmax,
+            )
+        return VisionOutput(fused, grid, tuple(ct.shape[2:]), dense, detections)
+
+    def visual_tokens(
+        self,
+        vision: VisionOutput,
+        batch: int,
+        with_attention: bool = False,
+        teacher: Teacher | None = None,
+    ) -> VisualFeatures:
+        """The language model's visual tokens from `vision` outputs of ``batch`` studies
+        of R regions each: per region L latents, the findings token and the K slots.
+        ``teacher``: slots on these lesions instead of the detections (training)."""
+        fused, grid = vision.fused, vision.grid
+        r = fused.shape[0] // batch
         if with_attention:
             tokens, attn = self.multi_modal_projector(fused, grid, return_attention=True)
         else:
             tokens, attn = self.multi_modal_projector(fused, grid), None
+        det = vision.detections
+        if teacher is not None and self.findings_slots is not None:
+            filed, attrs = teacher
+            filed = filed.reshape(-1, *filed.shape[2:])
+            det = teacher_detections(
+                filed, attrs.reshape(-1, *attrs.shape[2:]), grid, self.head_shape
+            )
+        extra, rows = [], []
+        if det is not None:
+            if self.findings_projector is not None:
+                extra.append(self.findings_projector(det))
+                rows.append(FindingsToken.rows(det))
+            if self.findings_slots is not None:
+                extra.append(self.findings_slots(det))
+                rows.append(det.rows)
+        elif self.findings_projector is not None or self.findings_slots is not None:
+            raise ValueError("finding slots need the head's detections or teacher slots")
+        tokens = torch.cat([tokens, *(x.to(tokens.dtype) for x in extra)], dim=1)
+        if attn is not None:
+            attn = torch.cat([attn, *(x.to(attn.dtype) for x in rows)], dim=1)
+            attn = attn.reshape(batch, r, *attn.shape[1:])
         visual = VisualFeatures(
-            tokens=tokens,
-            fused=fused.reshape(b, r, *fused.shape[1:]),
+            tokens=tokens.reshape(batch, r * tokens.shape[1], tokens.shape[2]),
+            fused=fused.reshape(batch, r, *fused.shape[1:]),
             resampler_attention=attn,
             grid=tuple(grid),
-            image_shape=tuple(ct.shape[2:]),
-            lesion_dense=dense,
+            image_shape=tuple(vision.image_shape),
+            dense=vision.dense,
+            detections=det,
         )
-        if self.findings_projector is not None or self.findings_slots is not None:
-            self._append_findings(visual, fused, slot_lesions)
-        tokens, attn = visual.tokens, visual.resampler_attention
-        visual.tokens = tokens.reshape(b, r * tokens.shape[1], tokens.shape[2])
-        if attn is not None:
-            visual.resampler_attention = attn.reshape(b, r, *attn.shape[1:])
         return visual
 
-    def _append_findings(
-        self, visual: VisualFeatures, fused: torch.Tensor, slot_lesions: torch.Tensor | None
-    ) -> None:
-        """Append the findings token and the finding slots to each region's visual tokens
-        (``visual.tokens`` still (B·R, L, hidden) here), with their attention rows: the
-        findings token "looks" where the head sees lesions (softmax of the token scores),
-        a slot at its own token — so attention maps stay complete."""
-        found = self.diag_head.findings(fused)
-        extra, rows = [], []
-        if self.findings_projector is not None:
-            extra.append(self.findings_projector(torch.sigmoid(found.logits))[:, None])
-            rows.append(torch.softmax(found.scores.float(), dim=-1)[:, None])
-        slot_idx = None
-        if self.findings_slots is not None:
-            forced = None
-            if slot_lesions is not None:
-                maps = slot_lesions.reshape(-1, *slot_lesions.shape[2:])
-                forced = teacher_slots(maps, visual.grid, self.findings_slots.slots)
-            slots, slot_idx, filled = self.findings_slots(
-                fused, found.scores, found.classes, visual.grid, forced
-            )
-            extra.append(slots.to(visual.tokens.dtype))
-            # an empty slot points nowhere: its attention row is zero
-            rows.append(F.one_hot(slot_idx, fused.shape[1]).float() * filled[..., None])
-        visual.tokens = torch.cat([visual.tokens, *extra], dim=1)
-        if visual.resampler_attention is not None:
-            attn = visual.resampler_attention
-            visual.resampler_attention = torch.cat([attn, *(x.to(attn.dtype) for x in rows)], 1)
-        self._keep_findings(visual, found, slot_idx)
-        if slot_idx is not None:
-            visual.slot_filled = filled.reshape(*visual.slot_tokens.shape)
+    def encode_images(
+        self,
+        ct: torch.Tensor,
+        pet: torch.Tensor,
+        with_attention: bool = False,
+        zones: torch.Tensor | None = None,
+        teacher: Teacher | None = None,
+    ) -> VisualFeatures:
+        """``ct``, ``pet``: ``(B, R, D, H, W)`` in [0, 1] → `VisualFeatures`
+        (`vision`, then `visual_tokens`)."""
+        vision = self.vision(ct, pet, zones)
+        return self.visual_tokens(vision, ct.shape[0], with_attention, teacher)
 
-    @staticmethod
-    def _keep_findings(
-        visual: VisualFeatures, found: Findings, slot_idx: torch.Tensor | None
-    ) -> None:
-        b, r = visual.fused.shape[:2]
-        visual.diag_logits = found.logits.reshape(b, r, -1)
-        visual.lesion_scores = found.scores.reshape(b, r, -1)
-        visual.lesion_classes = found.classes.reshape(b, r, *found.classes.shape[1:])
-        if slot_idx is not None:
-            visual.slot_tokens = slot_idx.reshape(b, r, -1)
-
-    def diagnose(self, visual: VisualFeatures) -> torch.Tensor:
-        """Findings logits ``(B, R, n_labels_per_region)`` from the fused tokens."""
-        if visual.diag_logits is not None:
-            return visual.diag_logits
-        found = self.diag_head.findings(visual.fused.flatten(0, 1))
-        # kept on the features: the token-level losses read the same predictions
-        self._keep_findings(visual, found, None)
+    def diagnose(self, visual: VisualFeatures) -> torch.Tensor | None:
+        """Region labels ``(B, R, 29)`` from the findings head's maps (None without a
+        findings head)."""
+        if visual.diag_logits is None and visual.dense is not None:
+            b, r = visual.fused.shape[:2]
+            visual.diag_logits = region_logits(visual.dense).reshape(b, r, -1)
         return visual.diag_logits
 
     # --- language -------------------------------------------------------------------
@@ -264,7 +308,7 @@ class ViPetModel(PreTrainedModel):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         ct: torch.Tensor | None = None,
@@ -273,16 +317,28 @@ class ViPetModel(PreTrainedModel):
         output_attentions: bool = False,
         with_diag: bool = True,
         with_language: bool = True,
-        slot_lesions: torch.Tensor | None = None,
+        zones: torch.Tensor | None = None,
+        teacher: Teacher | None = None,
+        vision: VisionOutput | None = None,
+        offsets: torch.Tensor | None = None,
         **lm_kwargs: object,
     ) -> ViPetOutput:
-        """Teacher-forced pass. Give images as ``ct``/``pet`` or precomputed ``visual``.
-        ``labels``: -100 outside the answer tokens (the LM loss is on answers only).
-        ``with_language=False`` stops after the vision side (encoder pretraining).
-        ``slot_lesions``: finding slots on these lesions (see `encode_images`)."""
-        if visual is None and ct is not None:
-            visual = self.encode_images(
-                ct, pet, with_attention=output_attentions, slot_lesions=slot_lesions
+        """Teacher-forced pass. Give images as ``ct``/``pet``, their `vision` outputs, or
+        precomputed ``visual``. ``labels``: -100 outside the answer tokens (the LM loss
+        is on answers only). ``with_language=False`` stops after the vision side
+        (encoder pretraining). ``zones``, ``teacher``: see `vision`, `visual_tokens`.
+        ``offsets`` (V, 3): ``ct``/``pet`` are ``(V, 1, D, h, w)`` crops at these token
+        offsets, and only the findings head's maps come back (`dense_findings`; the
+        vision phase of training goes through here so DDP sees its forward)."""
+        if offsets is not None:
+            return ViPetOutput(dense=self.dense_findings(ct, pet, offsets))
+        if input_ids is None:
+            raise ValueError("input_ids are needed unless offsets ask for the findings maps only")
+        if visual is None and vision is None and ct is not None:
+            vision = self.vision(ct, pet, zones)
+        if visual is None and vision is not None:
+            visual = self.visual_tokens(
+                vision, input_ids.shape[0], with_attention=output_attentions, teacher=teacher
             )
         if not with_language:
             diag = self.diagnose(visual) if (with_diag and visual is not None) else None
@@ -340,7 +396,7 @@ class ViPetModel(PreTrainedModel):
         """New token ids after the prompt (greedy unless told otherwise), with a KV cache.
         Pass ``visual`` from `encode_images` to reuse a study's features across questions."""
         if visual is None and ct is not None:
-            visual = self.encode_images(ct, pet)
+            visual = self.encode_images(ct, pet, zones=generate_kwargs.pop("zones", None))
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         kwargs = {"do_sample": False, "max_new_tokens": 64, "use_cache": True, **generate_kwargs}
