@@ -1,7 +1,7 @@
 """Preprocessing benchmark: ViPET's pipeline vs a plain MONAI dictionary-transform pipeline.
 
 One whole-body-sized study (CT 512×512×300 int16, PET 192×192×300 float32, different
-grids) → 3 region samples (head–neck, chest, abdomen–pelvis) of 32×128×128: CT window,
+grids) → 3 region samples (head–neck, chest, abdomen–pelvis) of 64×96×96: CT window,
 PET scaling, lesion labels and the ROI mask, on one core. Both pipelines run in this one
 process, one after the other, on the same study; the script prints seconds and peak
 memory per study for each and their ratio, and checks that they produced the same
@@ -145,7 +145,7 @@ def main() -> None:
 
     print("building a whole-body study (CT 512x512x300 int16, PET 192x192x300) ...", flush=True)
     study = make_example_study(ct_shape=(300, 512, 512), pet_shape=(300, 192, 192), slice_mm=3.0)
-    cfg = PreprocessConfig()  # 3 regions x 32x128x128
+    cfg = PreprocessConfig()  # 3 regions x 64x96x96
     preprocess_study(study, cfg)  # warm-up: imports, page faults
     monai_pipeline(study, cfg)
 

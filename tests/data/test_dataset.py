@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from tests.helpers import phantom_with_cache
-from vipet.data.dataset import DataConfig, RegionCountBatchSampler, ViPetDataset, collate
-from vipet.data.prompts import IGNORE_INDEX
+from tests.data.conftest import GRID
+from tests.reports.test_render import match_all, sentences
+from vipet.data.dataset import (
+    DataConfig,
+    RegionCountBatchSampler,
+    ViPetDataset,
+    collate,
+    report_order,
+    teacher_row,
+)
+from vipet.data.prompts import IGNORE_INDEX, target_text
 from vipet.data.tokenizer import END_TOKEN, IMAGE_TOKEN, WHOLE, synthetic_corpus, train_tokenizer
 from vipet.errors import InputError
-from vipet.model.diag_head import LABELS_PER_REGION, diag_targets
+from vipet.model.diag_head import LABELS_PER_REGION, diag_targets, lesion_table
+from vipet.model.findings_slots import SECTION_KEYS, TEACHER_FIELDS
 from vipet.model.presets import build_model
-from vipet.reports.schema import REGIONS
-
-GRID = (8, 32, 32)
+from vipet.reports.schema import FINE_LOCATIONS, LESION_TYPES, REGIONS, SECTIONS, Lesion
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +40,11 @@ def model(tok):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> tuple[Path, Path]:
-    return phantom_with_cache(tmp_path_factory.mktemp("vipet_data"), 4, GRID)
-
-
-@pytest.fixture(scope="module")
 def ds(data, tok, model) -> ViPetDataset:
     root, cache = data
     cfg = DataConfig(tasks_ratio={"report": 0.5, "vqa": 0.5}, report_scope="both")
-    return ViPetDataset(root, cache, "train", tok, model.visual_tokens_per_region, cfg)
+    n_visual, k = model.visual_tokens_per_region, model.config.findings_slots
+    return ViPetDataset(root, cache, "train", tok, n_visual, cfg, slots=k)
 
 
 def _first(ds: ViPetDataset, **want) -> int:
@@ -64,6 +67,7 @@ def _first(ds: ViPetDataset, **want) -> int:
         {"langs": ("fr",)},
         {"langs": ()},
         {"report_scope": "organ"},
+        {"region_target": "organ"},
         {"max_length": 0},
     ],
 )
@@ -93,6 +97,13 @@ def test_item_shapes_and_dtypes(ds, model) -> None:
                 assert item[key].dtype == torch.float32 and item[key].shape == (r, *GRID)
                 assert float(item[key].min()) >= 0.0 and float(item[key].max()) <= 1.0
             assert item["roi"].dtype == torch.bool and item["roi"].shape == (r, *GRID)
+            assert item["lesion"].dtype == torch.bool and item["lesion"].shape == (r, *GRID)
+            for key in ("lesion_ids", "filed_lesions"):
+                assert item[key].dtype == torch.uint8 and item[key].shape == (r, *GRID)
+            assert item["lesion_tables"].shape == (r, 5, 256)
+            assert item["zones"].dtype == torch.float32 and item["zones"].shape == (r, 2)
+            assert item["filed_attrs"].dtype == torch.float32
+            assert item["filed_attrs"].shape == (r, ds.slots, len(TEACHER_FIELDS))
             assert item["diag_targets"].shape == (r, LABELS_PER_REGION)
             assert int((item["input_ids"] == image_id).sum()) == r * n_visual
             assert (item["task"], item["region"]) == (task, region)
@@ -163,6 +174,12 @@ def test_shards_are_kept_in_a_small_lru(data, tok, model) -> None:
     for i in range(len(ds)):
         ds[i]
         assert len(ds._shards) == 1
+    every = ViPetDataset(root, cache, "train", tok, 4, shard_cache_size=None)  # keep all
+    for i in range(len(every)):
+        every[i]
+    assert len(every._shards) == len(every.study_ids)
+    with pytest.raises(ValueError, match="shard_cache_size"):
+        ViPetDataset(root, cache, "train", tok, 4, shard_cache_size=0)
 
 
 def test_study_missing_from_cache_is_an_input_error(data, tok, tmp_path) -> None:
@@ -203,6 +220,12 @@ def test_collate_pads_on_the_right(ds) -> None:
         assert batch["attention_mask"][row, :n].all() and not batch["attention_mask"][row, n:].any()
     assert batch["ct"].shape == (2, 1, *GRID) and batch["roi"].dtype == torch.bool
     assert batch["diag_targets"].shape == (2, 1, LABELS_PER_REGION)
+    assert batch["lesion_ids"].shape == batch["filed_lesions"].shape == (2, 1, *GRID)
+    assert batch["lesion_tables"].shape == (2, 1, 5, 256)
+    assert batch["zones"].shape == (2, 1, 2)
+    assert batch["filed_attrs"].shape == (2, 1, ds.slots, len(TEACHER_FIELDS))
+    for key in ("zones", "filed_lesions", "filed_attrs", "lesion_tables"):
+        assert torch.equal(batch[key][1], items[1][key])
     assert batch["region"] == ["chest", "chest"]
     whole = ds[_first(ds, region=WHOLE)]
     with pytest.raises(ValueError, match="RegionCountBatchSampler"):
@@ -249,6 +272,8 @@ def test_a_batch_trains_the_tiny_model(ds, model) -> None:
             labels=batch["labels"],
             ct=batch["ct"],
             pet=batch["pet"],
+            zones=batch["zones"],
+            teacher=(batch["filed_lesions"], batch["filed_attrs"]),  # slot teacher forcing
         )
         assert torch.isfinite(out.loss)
         assert out.diag_logits.shape == batch["diag_targets"].shape
@@ -260,54 +285,191 @@ def test_a_batch_trains_the_tiny_model(ds, model) -> None:
     assert seen == {1, 3}
 
 
-def test_lesion_classes_name_each_lesion_by_type_and_avidity(ds) -> None:
-    from vipet.model.diag_head import label_index
-
-    checked = 0
-    for sid in ds.study_ids:
-        by_id = {les["id"]: les for les in ds._gt[sid]["lesions"]}
-        item = ds[_first(ds, study_id=sid, task="report", region=WHOLE)]
-        assert item["lesion_class"].dtype == torch.uint8
-        assert item["lesion_class"].shape == item["lesion"].shape
-        # every lesion voxel has a class and only lesion voxels do
-        assert torch.equal(item["lesion_class"] > 0, item["lesion"])
-        for k, region in enumerate(REGIONS):
-            sample = ds._samples(sid)[region]
-            if sample.lesion is None:
-                continue
-            for lesion_id in np.unique(sample.lesion):
-                if lesion_id == 0:
-                    continue
-                les = by_id[int(lesion_id)]
-                want = 1 + label_index(les["type"], les["fdg_avid"])
-                got = item["lesion_class"][k][torch.from_numpy(sample.lesion == lesion_id)]
-                assert bool((got == want).all())
-                checked += 1
-    assert checked >= 2
+# ---- lesion targets -------------------------------------------------------------------
 
 
-def test_filed_lesions_number_the_lesions_each_region_reports(ds) -> None:
-    checked = 0
+def _shown(sample, region: str, lesions: list[dict]) -> list[tuple[dict, np.ndarray]]:
+    """The lesions filed under ``region`` that its volume shows, with their masks."""
+    if sample.lesion is None:
+        return []
+    out = [(les, sample.lesion == les["id"]) for les in lesions if les["region"] == region]
+    return [(les, mask) for les, mask in out if mask.any()]
+
+
+def test_lesion_ids_tables_and_zones_follow_the_cache(ds) -> None:
     for sid in ds.study_ids:
         lesions = ds._gt[sid]["lesions"]
         item = ds[_first(ds, study_id=sid, task="report", region=WHOLE)]
-        assert item["filed_lesions"].dtype == torch.uint8
-        assert item["filed_lesions"].shape == item["lesion"].shape
         for k, region in enumerate(REGIONS):
             sample = ds._samples(sid)[region]
-            filed = [les for les in lesions if les["region"] == region]
-            for n, les in enumerate(filed, start=1):
-                on = (
-                    torch.from_numpy(sample.lesion == les["id"])
-                    if sample.lesion is not None
-                    else None
+            ids = np.zeros(GRID, np.uint8) if sample.lesion is None else sample.lesion
+            assert torch.equal(item["lesion_ids"][k], torch.from_numpy(ids.astype(np.uint8)))
+            assert torch.equal(item["lesion"][k], item["lesion_ids"][k] > 0)
+            assert torch.equal(item["lesion_tables"][k], lesion_table(lesions))
+            lo, hi = item["zones"][k].tolist()
+            assert (lo, hi) == pytest.approx(tuple(sample.meta["own_slices"]))
+        # the overlaps: the first region's own part starts at its top, the last one's ends
+        # at its bottom, and each inner boundary cuts both neighbours short
+        z = item["zones"]
+        assert z[0, 0] == 0 and z[2, 1] == GRID[0]
+        assert 0 < z[0, 1] < GRID[0] and 0 < z[1, 0] < z[1, 1] < GRID[0] and z[2, 0] > 0
+        region = ds[_first(ds, study_id=sid, task="report", region="chest")]
+        for key in ("lesion_ids", "lesion_tables", "zones", "filed_lesions", "filed_attrs"):
+            assert torch.equal(region[key][0], item[key][1]), key
+    # a cache written before own_slices: every slice is the region's own
+    old = replace(ds._samples(ds.study_ids[0])["chest"], meta={})
+    assert ViPetDataset._zones(old) == (0.0, float(GRID[0]))
+
+
+def test_teacher_row_holds_a_lesions_ground_truth() -> None:
+    les = {"type": "lymph_node", "fdg_avid": True, "location_detail": "cervical",
+           "laterality": "left", "suvmax": 8.1, "size_mm": 12.0}  # fmt: skip
+    row = dict(zip(TEACHER_FIELDS, teacher_row(les), strict=True))
+    assert row["present"] == 1.0 and row["avid"] == 1.0
+    assert row["type"] == LESION_TYPES.index("lymph_node")
+    assert row["fine"] == list(FINE_LOCATIONS).index("cervical")
+    assert (row["suvmax"], row["size_mm"]) == pytest.approx((8.1, 12.0))
+    bare = teacher_row({**les, "laterality": None, "suvmax": None})
+    assert bare[5] == 0.0 and bare[4] == teacher_row({**les, "laterality": "none"})[4]
+
+
+def test_filed_lesions_number_the_lesions_each_region_reports(ds) -> None:
+    checked = reaching_in = 0
+    for sid in ds.study_ids:
+        lesions = ds._gt[sid]["lesions"]
+        item = ds[_first(ds, study_id=sid, task="report", region=WHOLE)]
+        for k, region in enumerate(REGIONS):
+            sample = ds._samples(sid)[region]
+            shown = sorted(_shown(sample, region, lesions), key=lambda x: report_order(*x))
+            shown = shown[: ds.slots]
+            # report order: by report section of the fine location, then head to foot
+            keys = [
+                (
+                    SECTION_KEYS.index(FINE_LOCATIONS[les["location_detail"]].section),
+                    m.nonzero()[0].mean(),
                 )
-                if on is None or not bool(on.any()):
-                    assert not bool((item["filed_lesions"][k] == n).any())
-                    continue
-                assert bool((item["filed_lesions"][k][on] == n).all())
-                checked += 1
-            # nothing else is labelled: a lesion reaching in from another region is not
-            assert int(item["filed_lesions"][k].max()) <= len(filed)
-            assert bool((item["filed_lesions"][k] > 0).sum() <= item["lesion"][k].sum())
-    assert checked >= 2
+                for les, m in shown
+            ]
+            assert keys == sorted(keys)
+            want = np.zeros(GRID, np.uint8)
+            for j, (les, mask) in enumerate(shown):
+                want[mask] = j + 1
+                assert item["filed_attrs"][k, j].tolist() == pytest.approx(teacher_row(les))
+            assert torch.equal(item["filed_lesions"][k], torch.from_numpy(want))
+            assert not item["filed_attrs"][k, len(shown) :].any()  # empty slots
+            checked += len(shown)
+            # a lesion filed under a neighbour that reaches into this volume has ids here
+            # (the findings head sees it) but no slot (this region's report leaves it out)
+            present = set(np.unique(item["lesion_ids"][k].numpy()).tolist())
+            reaching_in += len(present & {les["id"] for les in lesions if les["region"] != region})
+    assert checked >= 4 and reaching_in >= 1
+
+
+def test_slots_cap_the_filed_lesions(data, tok, model, ds) -> None:
+    root, cache = data
+    n_visual = model.visual_tokens_per_region
+    none = ViPetDataset(root, cache, "train", tok, n_visual, ds.config)
+    one = ViPetDataset(root, cache, "train", tok, n_visual, ds.config, slots=1)
+    capped = 0
+    for sid in ds.study_ids:
+        i = _first(ds, study_id=sid, task="report", region=WHOLE)
+        full, a, b = ds[i], none[i], one[i]
+        assert not a["filed_lesions"].any() and a["filed_attrs"].shape == (3, 0, 7)
+        assert b["filed_attrs"].shape == (3, 1, 7)
+        # one slot: the first lesion of the report order, the same as with more slots
+        assert torch.equal(
+            b["filed_lesions"], torch.where(full["filed_lesions"] == 1, 1, 0).to(torch.uint8)
+        )
+        assert torch.equal(b["filed_attrs"][:, 0], full["filed_attrs"][:, 0])
+        capped += int((full["filed_lesions"].amax(dim=(1, 2, 3)) > 1).sum())
+    assert capped >= 1  # some region reports more than one lesion
+
+
+# ---- region targets ---------------------------------------------------------------------
+
+
+def _heading(key: str, lang: str) -> str:
+    return next(vi if lang == "vi" else en for k, vi, en in SECTIONS if k == key)
+
+
+@pytest.fixture(scope="module")
+def findings_ds(data, tok, model) -> ViPetDataset:
+    root, cache = data
+    cfg = DataConfig(
+        tasks_ratio={"report": 1.0},
+        langs=("vi", "en"),
+        report_scope="both",
+        region_target="findings",
+        max_length=2048,
+    )
+    n_visual, k = model.visual_tokens_per_region, model.config.findings_slots
+    return ViPetDataset(root, cache, "train", tok, n_visual, cfg, slots=k)
+
+
+def test_findings_targets_describe_what_each_volume_shows(findings_ds) -> None:
+    ds = findings_ds
+    others = 0
+    for ex in ds.tasks["report"]:
+        if ex.region == WHOLE:
+            continue
+        _, text = ds.text(ex)
+        sample = ds._samples(ex.study_id)[ex.region]
+        shown = _shown(sample, ex.region, ds._gt[ex.study_id]["lesions"])
+        shown = sorted(shown, key=lambda x: report_order(*x))[: ds.slots]
+        lesions = [Lesion.from_dict(les) for les, _ in shown]
+        lines = dict(line.split(": ", 1) for line in text.splitlines())
+        # the region's own section always; another section only for a lesion filed in it
+        want = {ex.region} | {x.section for x in lesions}
+        keys = [k for k, _, _ in SECTIONS if k in want]
+        assert list(lines) == [_heading(k, ex.lang) for k in keys]
+        for key in keys:
+            members = [x for x in lesions if x.section == key]
+            found = sentences(lines[_heading(key, ex.lang)])
+            matched = match_all(members, found, ex.lang)  # every lesion has its sentence
+            if key != ex.region:  # another section's line: its findings only, in order
+                assert matched == {i: i for i in range(len(members))} and len(found) == len(members)
+                others += 1
+    assert others >= 1  # some volume shows a lesion written under another section
+
+
+def test_findings_targets_are_fixed_per_example_and_seed(data, tok, model, findings_ds) -> None:
+    root, cache = data
+    n_visual, k = model.visual_tokens_per_region, model.config.findings_slots
+    cfg = findings_ds.config
+    remixed = ViPetDataset(
+        root,
+        cache,
+        "train",
+        tok,
+        n_visual,
+        replace(cfg, tasks_ratio={"report": 1.0, "vqa": 1.0}),
+        slots=k,
+    )
+    reseeded = ViPetDataset(root, cache, "train", tok, n_visual, replace(cfg, seed=1), slots=k)
+    region = [ex for ex in findings_ds.tasks["report"] if ex.region != WHOLE]
+    texts = [findings_ds.text(ex)[1] for ex in region]
+    # the epoch order differs, each example's wording does not
+    assert remixed.examples != findings_ds.examples
+    assert [remixed.text(ex)[1] for ex in region] == texts
+    assert [findings_ds.text(ex)[1] for ex in region] == texts
+    assert [reseeded.text(ex)[1] for ex in region] != texts
+    # the item's labels are that text
+    i = next(i for i, ex in enumerate(findings_ds.examples) if ex.region == "chest")
+    labels = findings_ds[i]["labels"]
+    answer = tok.decode(labels[labels != IGNORE_INDEX].tolist(), skip_special_tokens=False)
+    assert answer == findings_ds.text(findings_ds.examples[i])[1] + END_TOKEN
+    # whole-study examples still target the whole report
+    for ex in findings_ds.tasks["report"]:
+        if ex.region == WHOLE:
+            report = findings_ds._gt[ex.study_id][f"report_{ex.lang}"]
+            assert findings_ds.text(ex)[1] == target_text(report, None, ex.lang)
+
+
+def test_findings_target_falls_back_to_the_section_without_lesions(
+    findings_ds, monkeypatch
+) -> None:
+    ex = next(e for e in findings_ds.tasks["report"] if e.region == "chest")
+    gt = {k: v for k, v in findings_ds._gt[ex.study_id].items() if k != "lesions"}
+    monkeypatch.setitem(findings_ds._gt, ex.study_id, gt)
+    report = gt[f"report_{ex.lang}"]
+    assert findings_ds.text(ex)[1] == target_text(report, "chest", ex.lang)

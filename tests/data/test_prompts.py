@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import unicodedata
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from jinja2.exceptions import TemplateError
 
+from tests.reports.factories import PHYSIOLOGY, example_lesions
+from tests.reports.test_render import match_all, sentences
 from vipet.data.prompts import (
     IGNORE_INDEX,
     SYSTEM_PROMPTS,
     build_example,
     build_inference,
+    merge_region_texts,
     n_image_tokens,
     question_prompt,
     region_report_text,
@@ -21,8 +27,8 @@ from vipet.data.prompts import (
 )
 from vipet.data.tokenizer import END_TOKEN, IMAGE_TOKEN, ROLE_TOKENS, region_token
 from vipet.errors import InputError
-from vipet.reports.render import render_report, report_text
-from vipet.reports.schema import REGIONS, Lesion
+from vipet.reports.render import render_region_findings, render_report, report_text
+from vipet.reports.schema import FINDINGS_KEY, REGIONS, SECTIONS, Lesion
 
 
 def _report(lang: str) -> dict:
@@ -183,3 +189,66 @@ def test_region_report_text_errors() -> None:
         region_report_text(_report("vi"), "chest", "en")
     with pytest.raises(ValueError, match="unknown region"):
         region_report_text(_report("vi"), "whole", "vi")
+
+
+# ---- merging region outputs ---------------------------------------------------------------
+
+
+def test_merge_region_texts_gathers_each_section_in_region_order() -> None:
+    texts = {  # insertion order does not matter: regions merge head to foot
+        "abdomen_pelvis": "Abdomen and pelvis: Liver lesion A.\nMusculoskeletal: Vertebra B.",
+        "chest": "Chest: Nodule C.\nAbdomen and pelvis: Dome lesion D.\nMusculoskeletal: Rib E.",
+        "head_neck": "Head and neck: Node F.",
+    }
+    assert merge_region_texts(texts, "en") == (
+        "Findings:\n"
+        "Head and neck: Node F.\n"
+        "Chest: Nodule C.\n"
+        "Abdomen and pelvis: Dome lesion D. Liver lesion A.\n"
+        "Musculoskeletal: Rib E. Vertebra B."
+    )
+
+
+def test_merge_region_texts_continues_lines_without_a_heading() -> None:
+    # a line whose text before ":" is no heading continues the heading before it — the
+    # region's own at first; empty lines, empty sections and missing regions give nothing
+    chest = (
+        "Nodule (SUVmax: 5.2).\n\nChest: SUVmax: 8.1 in a node.\nMusculoskeletal: Rib.\n"
+        "Another rib.\nHead and neck:"
+    )
+    assert merge_region_texts({"chest": chest}, "en") == (
+        "Findings:\n"
+        "Chest: Nodule (SUVmax: 5.2). SUVmax: 8.1 in a node.\n"
+        "Musculoskeletal: Rib. Another rib."
+    )
+    assert merge_region_texts({}, "vi") == "Mô tả hình ảnh:"
+
+
+def test_merge_region_texts_normalises_vietnamese() -> None:
+    nfd = unicodedata.normalize("NFD", "Lồng ngực: Nốt mờ thùy trên phổi phải.")
+    merged = merge_region_texts({"chest": nfd}, "vi")
+    assert merged == "Mô tả hình ảnh:\nLồng ngực: Nốt mờ thùy trên phổi phải."
+    assert merged == unicodedata.normalize("NFC", merged)
+    with pytest.raises(ValueError, match="unknown language"):
+        merge_region_texts({"chest": "Chest: x."}, "fr")
+
+
+@pytest.mark.parametrize("lang", ["vi", "en"])
+def test_rendered_regions_merge_into_one_findings_report(lang: str) -> None:
+    by_id = {lesion.id: lesion for lesion in example_lesions()}
+    # the region whose volume each lesion is seen in: the liver dome and a rib in the chest
+    filed = {0: "head_neck", 1: "chest", 2: "chest", 3: "chest", 4: "chest", 5: "abdomen_pelvis",
+             6: "chest", 7: "chest"}  # fmt: skip
+    lesions = [replace(by_id[i], region=r) for i, r in filed.items()]
+    rng = np.random.default_rng(0)
+    texts = {
+        r: render_region_findings([x for x in lesions if x.region == r], r, lang, rng, PHYSIOLOGY)
+        for r in REGIONS
+    }
+    lines = merge_region_texts(texts, lang).splitlines()
+    assert lines[0] == f"{FINDINGS_KEY[lang]}:"
+    body = dict(line.split(": ", 1) for line in lines[1:])
+    headings = [vi if lang == "vi" else en for _, vi, en in SECTIONS]
+    assert list(body) == headings  # every section once, in report order
+    for (key, _, _), head in zip(SECTIONS, headings, strict=True):
+        match_all([x for x in lesions if x.section == key], sentences(body[head]), lang)

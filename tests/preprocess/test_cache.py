@@ -66,6 +66,7 @@ def test_shard_round_trip(dataset, tmp_path) -> None:
         np.testing.assert_allclose(a.pet, b.pet, atol=1e-3)
         np.testing.assert_array_equal(a.roi, b.roi)
         np.testing.assert_array_equal(a.lesion, b.lesion)
+        assert a.meta["own_slices"] == pytest.approx(b.meta["own_slices"])  # zones survive
 
 
 def test_bad_study_is_recorded_not_fatal(dataset, tmp_path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from vipet.errors import ConfigError, GeometryError, UnitsError
 from vipet.io.example import make_example_study
 from vipet.io.volume import Units
 from vipet.preprocess import PreprocessConfig, preprocess_study
-from vipet.preprocess.regions import RegionConfig, find_body, split_regions
+from vipet.preprocess.regions import RegionBox, RegionConfig, find_body, split_regions
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,45 @@ def test_regions_from_extent_without_height(study) -> None:
     assert len(by_extent) == 3
     assert by_extent[0].z_top == pytest.approx(body.z_top)
     assert by_extent[-1].z_bottom == pytest.approx(body.z_bottom)
+
+
+def test_own_slices_of_a_box() -> None:
+    box = RegionBox("chest", 100.0, 0.0, (0.0, 1.0), (0.0, 1.0), own_top=90.0, own_bottom=30.0)
+    assert box.own_slices(10) == pytest.approx((1.0, 7.0))  # 10 mm slices from the top
+    assert box.own_slices(20) == pytest.approx((2.0, 14.0))
+    assert replace(box, own_top=None, own_bottom=None).own_slices(8) == (0.0, 8.0)
+    assert replace(box, own_top=120.0, own_bottom=-10.0).own_slices(10) == (0.0, 10.0)
+
+
+@pytest.mark.parametrize("height_cm", [170.0, None])
+def test_own_parts_tile_the_body_without_overlap(study, height_cm) -> None:
+    boxes, _ = split_regions(find_body(study.ct), RegionConfig(), height_cm)
+    assert len(boxes) == 3
+    assert boxes[0].own_top == boxes[0].z_top and boxes[-1].own_bottom == boxes[-1].z_bottom
+    for box in boxes:
+        assert box.z_bottom <= box.own_bottom < box.own_top <= box.z_top
+    for a, b in itertools.pairwise(boxes):
+        # one boundary between neighbours, the 60 mm overlap split evenly around it
+        assert a.own_bottom == pytest.approx(b.own_top)
+        assert a.own_bottom - a.z_bottom == pytest.approx(30.0)
+        assert b.z_top - b.own_top == pytest.approx(30.0)
+
+
+def test_samples_record_their_own_slices(study) -> None:
+    depth = 16
+    samples = preprocess_study(study, PreprocessConfig(grid=(depth, 48, 48)))
+    zones = []
+    for s in samples:
+        lo, hi = s.meta["own_slices"]
+        top, bottom = s.meta["z_range_mm"]
+        mm = (top - bottom) / depth
+        zones.append((top - lo * mm, top - hi * mm))  # back in world mm
+        assert 0.0 <= lo < hi <= depth
+    hn, chest, abdomen = (s.meta["own_slices"] for s in samples)
+    assert hn[0] == 0.0 and abdomen[1] == depth
+    assert hn[1] < depth and chest[0] > 0.0 and chest[1] < depth and abdomen[0] > 0.0
+    for a, b in itertools.pairwise(zones):  # where one region's own part ends, the next begins
+        assert a[1] == pytest.approx(b[0])
 
 
 def test_raw_pet_refused_by_suv_config(study) -> None:

@@ -11,7 +11,12 @@ import pytest
 
 from tests.reports.factories import PHYSIOLOGY, example_lesions, random_lesions
 from vipet.reports import phrases
-from vipet.reports.render import render_finding, render_report, report_text
+from vipet.reports.render import (
+    render_finding,
+    render_region_findings,
+    render_report,
+    report_text,
+)
 from vipet.reports.schema import (
     FINDINGS_KEY,
     FINE_LOCATIONS,
@@ -266,3 +271,84 @@ def test_template_counts() -> None:
     for lesion_type in LESION_TYPES:
         assert _VI_NOUNS[lesion_type][0] == LESION_TYPE_NAMES["vi"][lesion_type]
         assert _EN_NOUNS[lesion_type][0] == LESION_TYPE_NAMES["en"][lesion_type]
+
+
+# ---- one region's findings ----------------------------------------------------------------
+
+
+def region_lines(text: str) -> dict[str, str]:
+    """``{heading: text}`` of `render_region_findings` output, in line order."""
+    return dict(line.split(": ", 1) for line in text.splitlines())
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_region_findings_own_section_then_other_sections_in_report_order(lang: str) -> None:
+    by_id = {lesion.id: lesion for lesion in example_lesions()}
+    # what a chest volume shows: a lung nodule and an axillary node (chest section), the
+    # liver dome (abdomen), a rib and a vertebra (musculoskeletal) — in a scrambled order
+    seen = [by_id[6], by_id[4], by_id[7], by_id[5], by_id[1]]
+    for seed in range(4):
+        text = render_region_findings(seen, "chest", lang, np.random.default_rng(seed))
+        lines = region_lines(text)
+        keys = ("chest", "abdomen_pelvis", "musculoskeletal")
+        assert list(lines) == [heading(k, lang) for k in keys]
+        # sentences keep the given order, in the region's own section (findings, then
+        # negatives when there is no physiology) and in the others (findings only)
+        own = sentences(lines[heading("chest", lang)])
+        assert finding_matches(own[0], by_id[7], lang) and finding_matches(own[1], by_id[1], lang)
+        assert match_all([by_id[4]], sentences(lines[heading("abdomen_pelvis", lang)]), lang)
+        bones = sentences(lines[heading("musculoskeletal", lang)])
+        assert len(bones) == 2
+        assert finding_matches(bones[0], by_id[6], lang)
+        assert finding_matches(bones[1], by_id[5], lang)
+        assert text == unicodedata.normalize("NFC", text)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_region_findings_without_lesions_read_normal(lang: str) -> None:
+    for seed in range(6):
+        physiology = PHYSIOLOGY if seed % 2 else None
+        text = render_region_findings(
+            [], "head_neck", lang, np.random.default_rng(seed), physiology
+        )
+        lines = region_lines(text)
+        assert list(lines) == [heading("head_neck", lang)]  # never another section's line
+        for sentence in sentences(lines[heading("head_neck", lang)]):
+            negative = re.search(r"\b(không|chưa)\b" if lang == "vi" else r"\bno\b", sentence, re.I)
+            physiological = "sinh lý" in sentence or "hysiological" in sentence
+            assert negative or physiological or "SUVmean" in sentence, sentence
+
+
+def test_region_findings_own_section_has_physiology_and_negatives() -> None:
+    by_id = {lesion.id: lesion for lesion in example_lesions()}
+    # a head-neck volume that shows a chest-section lesion only: its own line reads normal
+    texts = [
+        render_region_findings([by_id[2]], "head_neck", "vi", np.random.default_rng(s), PHYSIOLOGY)
+        for s in range(10)
+    ]
+    for text in texts:
+        lines = region_lines(text)
+        assert list(lines) == ["Đầu - cổ", "Lồng ngực"]
+        assert match_all([by_id[2]], sentences(lines["Lồng ngực"]), "vi")
+        assert "sinh lý" not in lines["Lồng ngực"]  # physiology is the own section's only
+    assert any("não" in region_lines(t)["Đầu - cổ"] for t in texts)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_region_findings_are_fixed_by_the_seed(lang: str) -> None:
+    seen = example_lesions()[1:4]
+
+    def text(seed: int) -> str:
+        return render_region_findings(seen, "chest", lang, np.random.default_rng(seed), PHYSIOLOGY)
+
+    assert text(3) == text(3)
+    assert len({text(seed) for seed in range(10)}) >= 5
+
+
+def test_region_findings_refuse_a_non_region_and_a_bad_language() -> None:
+    rng = np.random.default_rng(0)
+    for region in ("musculoskeletal", "whole", "liver"):
+        with pytest.raises(ValueError, match="no report section"):
+            render_region_findings([], region, "en", rng)
+    with pytest.raises(ValueError, match="unknown language"):
+        render_region_findings([], "chest", "fr", rng)

@@ -27,17 +27,31 @@ first slots of the permutation) when it has more examples than slots, *oversampl
 all tasks are then shuffled together with the same seed. The epoch order is thus fixed
 by ``DataConfig.seed``; shuffle across epochs with `RegionCountBatchSampler`.
 
+**Region report targets** (``DataConfig.region_target``): "section" — the report's own
+section for that region, as written; "findings" — the lesions the region's volume shows
+(those the ground truth files under the region, `Lesion.region`), rendered in report
+order (`report_order`) with the region's physiology and negatives
+(`vipet.reports.render.render_region_findings`). The report's sections are anatomical
+(a liver lesion at the dome is written under the abdomen, a rib lesion under the
+skeleton), while a region's volume is a slab of the body: on the phantom a third of all
+lesions are seen in one volume and written in another section, so a "section" target
+asks the model to describe lesions it cannot see, and to leave out ones it sees.
+"findings" needs a lesion list (the phantom's ground truth); a study without one falls
+back to "section".
+
 **Items** (`__getitem__`): ``input_ids``/``attention_mask``/``labels`` (LongTensor, labels
 -100 outside the answer), ``ct``/``pet`` ``(R, D, H, W)`` float32 in [0, 1] and ``roi``
 ``(R, D, H, W)`` bool — R = 1 for a region example, 3 (in REGIONS order) for a
 whole-study one; ``roi`` is the lesion mask (labels > 0) of a region whose volume holds
 lesion voxels, else the PET ROI of the region —, ``lesion`` ``(R, D, H, W)`` bool, the
-lesion mask itself (all False in a region without lesions), ``lesion_class``
-``(R, D, H, W)`` uint8, each lesion's voxels labelled ``1 +`` its type x avidity label
-index (`vipet.model.diag_head.label_index`), ``filed_lesions`` ``(R, D, H, W)`` uint8,
-the lesions the report files under that region numbered 1, 2, … in the ground truth's
-order (0 elsewhere; what teacher-forced finding slots are built from,
-`vipet.model.findings_slots.teacher_slots`), ``diag_targets`` ``(R, 29)``, and
+lesion mask itself (all False in a region without lesions), ``lesion_ids`` ``(R, D, H,
+W)`` uint8, the mask's lesion ids, with ``lesion_tables`` ``(R, 5, 256)`` their
+attributes (`vipet.model.diag_head.lesion_table`: the findings head's voxel targets),
+``zones`` ``(R, 2)``, the slices that are each region's own (not an overlap with a
+neighbour), ``filed_lesions`` ``(R, D, H, W)`` uint8, the lesions the region's report
+describes labelled 1, 2, … in report order (at most ``slots``), with ``filed_attrs``
+``(R, slots, 7)`` their ground truth (`vipet.model.findings_slots.TEACHER_FIELDS`) —
+what teacher-forced finding slots are built from —, ``diag_targets`` ``(R, 29)``, and
 ``task``, ``study_id``, ``region`` (a REGIONS name or "whole").
 
 `collate` pads a batch (right padding) and stacks its images; all items of a batch must
@@ -48,9 +62,10 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,14 +84,17 @@ from vipet.data.prompts import (
 from vipet.data.tokenizer import WHOLE
 from vipet.errors import InputError
 from vipet.io.vipet_dataset import ground_truth, read_dataset
-from vipet.model.diag_head import LABELS_PER_REGION, diag_targets, label_index
+from vipet.model.diag_head import FINE_NAMES, LABELS_PER_REGION, diag_targets, lesion_table
+from vipet.model.findings_slots import SECTION_KEYS, TEACHER_FIELDS
 from vipet.preprocess.cache import MANIFEST, load_shard
 from vipet.preprocess.pipeline import RegionSample
-from vipet.reports.schema import REGIONS
+from vipet.reports.render import render_region_findings
+from vipet.reports.schema import FINE_LOCATIONS, LATERALITIES, LESION_TYPES, REGIONS, Lesion
 
 TASKS: tuple[str, ...] = ("report", "vqa")
 LANGS: tuple[str, ...] = ("vi", "en")
 REPORT_SCOPES: tuple[str, ...] = ("region", "study", "both")
+REGION_TARGETS: tuple[str, ...] = ("section", "findings")
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,9 @@ class DataConfig:
     report_scope: str = "region"
     """"region": one report example per region; "study": one whole-study example;
     "both": both kinds."""
+    region_target: str = "section"
+    """What a region report says: "section" (the report's section) or "findings" (the
+    lesions the region's volume shows, in report order; see the module doc)."""
     max_length: int = 1024
     """Longest example in tokens (the answer is cut beyond it)."""
     seed: int = 0
@@ -121,6 +142,10 @@ class DataConfig:
         if self.report_scope not in REPORT_SCOPES:
             raise ValueError(
                 f"report_scope must be one of {list(REPORT_SCOPES)}, got {self.report_scope!r}"
+            )
+        if self.region_target not in REGION_TARGETS:
+            raise ValueError(
+                f"region_target must be one of {list(REGION_TARGETS)}, got {self.region_target!r}"
             )
         if isinstance(self.max_length, bool) or not isinstance(self.max_length, int):
             raise ValueError(f"max_length must be an integer, got {self.max_length!r}")
@@ -175,6 +200,29 @@ def _mix(
     return [out[j] for j in order]
 
 
+def report_order(lesion: Mapping[str, Any], mask: np.ndarray) -> tuple[int, float, float]:
+    """Where ``lesion`` comes in a region's report: by report section of its fine
+    location, then head to foot, then image left to right (patient right to left) by the
+    centre of its ``mask`` — the order `vipet.model.findings_slots.detect` gives the
+    head's detections, so slot j and sentence j are the same lesion."""
+    z, _, x = (float(v.mean()) for v in np.nonzero(mask))
+    section = FINE_LOCATIONS[lesion["location_detail"]].section
+    return (SECTION_KEYS.index(section), z, x)
+
+
+def teacher_row(lesion: Mapping[str, Any]) -> list[float]:
+    """One lesion as a teacher attribute row (`TEACHER_FIELDS`)."""
+    return [
+        1.0,
+        float(LESION_TYPES.index(lesion["type"])),
+        float(bool(lesion["fdg_avid"])),
+        float(FINE_NAMES.index(lesion["location_detail"])),
+        float(LATERALITIES.index(lesion.get("laterality") or "none")),
+        float(lesion.get("suvmax") or 0.0),
+        float(lesion.get("size_mm") or 0.0),
+    ]
+
+
 class ViPetDataset(Dataset):
     """Report and question examples of one split, with their cached images."""
 
@@ -186,16 +234,21 @@ class ViPetDataset(Dataset):
         tokenizer: PreTrainedTokenizerBase,
         n_visual: int,
         config: DataConfig | None = None,
-        shard_cache_size: int = 4,
+        shard_cache_size: int | None = 4,
+        slots: int = 0,
     ) -> None:
         self.data_root = Path(data_root)
         self.cache_dir = Path(cache_dir)
         self.split = split
         self.tokenizer = tokenizer
         self.n_visual = n_visual
+        self.slots = slots
         self.config = config or DataConfig()
-        if shard_cache_size < 1:
-            raise ValueError(f"shard_cache_size must be at least 1, got {shard_cache_size}")
+        if shard_cache_size is not None and shard_cache_size < 1:
+            raise ValueError(
+                f"shard_cache_size must be at least 1 (or None: keep every study), "
+                f"got {shard_cache_size}"
+            )
         self._shard_cache_size = shard_cache_size
         self._shards: OrderedDict[str, dict[str, RegionSample]] = OrderedDict()
 
@@ -263,17 +316,24 @@ class ViPetDataset(Dataset):
     # ---- images ---------------------------------------------------------------------
 
     def _samples(self, study_id: str) -> dict[str, RegionSample]:
-        """The study's region samples by region name, through a small LRU cache."""
+        """The study's region samples by region name, through an LRU cache of
+        ``shard_cache_size`` studies (None: every study, kept once read). Volumes are
+        held in float16, as cached: a shard read (zip inflate) costs more than a
+        language-model step on a CPU, so training keeps its split in memory."""
         if study_id in self._shards:
             self._shards.move_to_end(study_id)
             return self._shards[study_id]
         path = self._shard_paths[study_id]
-        samples = {s.region: s for s in load_shard(path)}
+        samples = {
+            s.region: replace(s, ct=s.ct.astype(np.float16), pet=s.pet.astype(np.float16))
+            for s in load_shard(path)
+        }
         missing = [r for r in REGIONS if r not in samples]
         if missing:
             raise InputError(f"cache shard of study {study_id!r} lacks regions {missing}", path)
         self._shards[study_id] = samples
-        while len(self._shards) > self._shard_cache_size:
+        limit = self._shard_cache_size
+        while limit is not None and len(self._shards) > limit:
             self._shards.popitem(last=False)
         return samples
 
@@ -294,40 +354,44 @@ class ViPetDataset(Dataset):
             return sample.roi.astype(bool), np.zeros(sample.ct.shape, dtype=bool)
         return lesion, lesion
 
-    @staticmethod
-    def _lesion_classes(sample: RegionSample, lesions: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """``(D, H, W)`` uint8 class map: ``1 + label_index(type, avidity)`` on each lesion's
-        voxels (the mask's label is the lesion's ``id``), 0 elsewhere. Every lesion the
-        volume shows is labelled, also one the report files under a neighbouring region:
-        the token classes describe what is in the patch."""
-        out = np.zeros(sample.ct.shape, dtype=np.uint8)
+    def _ordered(
+        self, sample: RegionSample, region: str, lesions: Sequence[Mapping[str, Any]]
+    ) -> list[tuple[Mapping[str, Any], np.ndarray]]:
+        """The lesions filed under ``region`` that its volume shows, with their masks, in
+        report order (`report_order`), at most ``slots`` of them when the model has slots
+        (a detector with K slots reports K)."""
         if sample.lesion is None:
-            return out
-        by_id = {int(les["id"]): les for les in lesions if "id" in les}
-        for label in np.unique(sample.lesion):
-            les = by_id.get(int(label))
-            if label == 0 or les is None:
+            return []
+        found = []
+        for les in lesions:
+            if les.get("region") != region or "id" not in les:
                 continue
-            out[sample.lesion == label] = 1 + label_index(les["type"], bool(les["fdg_avid"]))
-        return out
+            mask = sample.lesion == int(les["id"])
+            if mask.any():
+                found.append((les, mask))
+        found.sort(key=lambda x: report_order(x[0], x[1]))
+        return found[: self.slots] if self.slots else found
+
+    def _teacher(
+        self, sample: RegionSample, region: str, lesions: Sequence[Mapping[str, Any]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``filed`` (D, H, W) uint8 (the j-th lesion of `_ordered` labelled j + 1) and its
+        ``attrs`` (slots, 7) ground truth (`TEACHER_FIELDS`)."""
+        filed = np.zeros(sample.ct.shape, dtype=np.uint8)
+        attrs = np.zeros((max(self.slots, 1), len(TEACHER_FIELDS)), dtype=np.float32)
+        if not self.slots:
+            return filed, attrs[:0]
+        for j, (les, mask) in enumerate(self._ordered(sample, region, lesions)):
+            filed[mask] = j + 1
+            attrs[j] = teacher_row(les)
+        return filed, attrs
 
     @staticmethod
-    def _filed_lesions(
-        sample: RegionSample, region: str, lesions: Sequence[Mapping[str, Any]]
-    ) -> np.ndarray:
-        """``(D, H, W)`` uint8: the voxels of the n-th lesion the report files under
-        ``region`` (in ground-truth order) labelled n. Unlike `_lesion_classes`, a lesion
-        that only reaches into this volume from a neighbouring region is left out: these
-        are the lesions the region's report describes."""
-        out = np.zeros(sample.ct.shape, dtype=np.uint8)
-        if sample.lesion is None:
-            return out
-        filed = [int(les["id"]) for les in lesions if les.get("region") == region and "id" in les]
-        if len(filed) > 255:
-            raise ValueError(f"{len(filed)} lesions filed under {region}: at most 255 fit uint8")
-        for n, lesion_id in enumerate(filed, start=1):
-            out[sample.lesion == lesion_id] = n
-        return out
+    def _zones(sample: RegionSample) -> tuple[float, float]:
+        """The slices ``[lo, hi)`` that are the region's own (all of them for a cache
+        written without ``own_slices``)."""
+        lo, hi = sample.meta.get("own_slices", (0.0, float(sample.ct.shape[0])))
+        return float(lo), float(hi)
 
     def lesion_mask(self, study_id: str, region: str) -> np.ndarray | None:
         """The ``(D, H, W)`` bool lesion mask of one region, or None when the region holds
@@ -348,11 +412,21 @@ class ViPetDataset(Dataset):
         """The prompt messages and the answer of ``example``."""
         region = None if example.region == WHOLE else example.region
         if example.task == "report":
-            report = self._gt[example.study_id][f"report_{example.lang}"]
-            return (
-                report_prompt(example.lang, region, self.n_visual),
-                target_text(report, region, example.lang),
-            )
+            gt = self._gt[example.study_id]
+            prompt = report_prompt(example.lang, region, self.n_visual)
+            if region is not None and self.config.region_target == "findings" and "lesions" in gt:
+                sample = self._samples(example.study_id)[region]
+                ordered = [les for les, _ in self._ordered(sample, region, gt["lesions"])]
+                # one fixed wording per example (a seed from its identity, not its index)
+                key = f"{self.config.seed}/{example.study_id}/{region}/{example.lang}"
+                rng = np.random.default_rng(zlib.crc32(key.encode()))
+                lesions = [Lesion.from_dict(les) for les in ordered]
+                text = render_region_findings(
+                    lesions, region, example.lang, rng, gt.get("physiology")
+                )
+                return prompt, text
+            report = gt[f"report_{example.lang}"]
+            return prompt, target_text(report, region, example.lang)
         assert example.question is not None and example.answer is not None
         messages = question_prompt(example.lang, example.question, self.n_visual, region)
         return messages, example.answer
@@ -366,10 +440,12 @@ class ViPetDataset(Dataset):
         lesions = self._gt[ex.study_id].get("lesions") or []
         diag = torch.stack([diag_targets(lesions, r) for r in ex.regions])
         roi, lesion = zip(*(self._masks(s) for s in chosen), strict=True)
-        classes = [self._lesion_classes(s, lesions) for s in chosen]
-        filed = [
-            self._filed_lesions(s, r, lesions) for s, r in zip(chosen, ex.regions, strict=True)
+        teacher = [self._teacher(s, r, lesions) for s, r in zip(chosen, ex.regions, strict=True)]
+        ids = [
+            np.zeros(s.ct.shape, np.uint8) if s.lesion is None else s.lesion.astype(np.uint8)
+            for s in chosen
         ]
+        table = lesion_table(lesions)
         return {
             "input_ids": torch.tensor(enc["input_ids"], dtype=torch.long),
             "attention_mask": torch.tensor(enc["attention_mask"], dtype=torch.long),
@@ -378,8 +454,11 @@ class ViPetDataset(Dataset):
             "pet": torch.from_numpy(np.stack([s.pet for s in chosen]).astype(np.float32)),
             "roi": torch.from_numpy(np.stack(roi)),
             "lesion": torch.from_numpy(np.stack(lesion)),
-            "lesion_class": torch.from_numpy(np.stack(classes)),
-            "filed_lesions": torch.from_numpy(np.stack(filed)),
+            "lesion_ids": torch.from_numpy(np.stack(ids)),
+            "lesion_tables": table.expand(len(chosen), *table.shape).clone(),
+            "zones": torch.tensor([self._zones(s) for s in chosen], dtype=torch.float32),
+            "filed_lesions": torch.from_numpy(np.stack([f for f, _ in teacher])),
+            "filed_attrs": torch.from_numpy(np.stack([a for _, a in teacher])),
             "diag_targets": diag.reshape(len(chosen), LABELS_PER_REGION),
             "task": ex.task,
             "study_id": ex.study_id,
@@ -389,7 +468,18 @@ class ViPetDataset(Dataset):
 
 # ---- batching -----------------------------------------------------------------------
 
-_IMAGE_KEYS = ("ct", "pet", "roi", "lesion", "lesion_class", "filed_lesions", "diag_targets")
+_IMAGE_KEYS = (
+    "ct",
+    "pet",
+    "roi",
+    "lesion",
+    "lesion_ids",
+    "lesion_tables",
+    "zones",
+    "filed_lesions",
+    "filed_attrs",
+    "diag_targets",
+)
 _TEXT_PADS = (("input_ids", None), ("attention_mask", 0), ("labels", IGNORE_INDEX))
 
 
@@ -488,4 +578,6 @@ __all__ = [
     "RegionCountBatchSampler",
     "ViPetDataset",
     "collate",
+    "report_order",
+    "teacher_row",
 ]

@@ -241,6 +241,29 @@ def region_report_text(report: Mapping[str, Any], region: str, lang: str) -> str
     return nfc("\n".join(lines))
 
 
+def merge_region_texts(texts: Mapping[str, str], lang: str) -> str:
+    """The findings of a study from its regions' outputs (``{region: text}``, each text
+    "<heading>: <sentences>" lines as `vipet.reports.render.render_region_findings`
+    writes them): every section's sentences from all regions, in section order, under
+    the findings heading. A line without a known heading continues the heading before
+    it (the region's own section at first)."""
+    check_lang(lang)
+    headings = {key: nfc(vi if lang == "vi" else en) for key, vi, en in SECTIONS}
+    by_heading: dict[str, list[str]] = {h: [] for h in headings.values()}
+    for region in REGIONS:
+        if region not in texts:
+            continue
+        current = headings[region]
+        for line in nfc(texts[region]).splitlines():
+            head, sep, body = line.partition(":")
+            if sep and head.strip() in by_heading:
+                current, line = head.strip(), body
+            if line.strip():
+                by_heading[current].append(line.strip())
+    lines = [f"{h}: {' '.join(parts)}" for h, parts in by_heading.items() if parts]
+    return nfc("\n".join([f"{FINDINGS_KEY[lang]}:", *lines]))
+
+
 def whole_report_text(report: Mapping[str, Any]) -> str:
     """The target of a whole-study report: every findings section (musculoskeletal
     included) and the impression, as `report_text` lays them out."""
@@ -260,6 +283,7 @@ __all__ = [
     "SYSTEM_PROMPTS",
     "build_example",
     "build_inference",
+    "merge_region_texts",
     "n_image_tokens",
     "question_prompt",
     "region_report_text",

@@ -23,7 +23,7 @@ from vipet.preprocess.regions import RegionBox, RegionConfig, find_body, split_r
 from vipet.preprocess.resample import resample_labels, resample_to_grid
 from vipet.preprocess.roi import RoiConfig, pet_roi_mask
 
-PIPELINE_VERSION = "1"  # bump when outputs change for the same config (invalidates caches)
+PIPELINE_VERSION = "2"  # bump when outputs change for the same config (invalidates caches)
 
 AIR_HU = -1024.0
 
@@ -68,8 +68,9 @@ class PetConfig:
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    grid: tuple[int, int, int] = (32, 128, 128)
-    """Model grid per region, (D, H, W) voxels."""
+    grid: tuple[int, int, int] = (64, 96, 96)
+    """Model grid per region, (D, H, W) voxels (cpu-small's: ~3 mm slices, ~5 mm
+    pixels; small non-avid nodes keep their CT contrast at this depth)."""
     ct: CtConfig = field(default_factory=CtConfig)
     pet: PetConfig = field(default_factory=PetConfig)
     regions: RegionConfig = field(default_factory=RegionConfig)
@@ -142,6 +143,7 @@ def _region_sample(study: Study, box: RegionBox, cfg: PreprocessConfig, basis: s
         pet_max=float(pet.array.max()),
         meta={
             "z_range_mm": [box.z_top, box.z_bottom],
+            "own_slices": list(box.own_slices(cfg.grid[0])),
             "x_range_mm": list(box.x_range),
             "y_range_mm": list(box.y_range),
             "placed_by": basis,

@@ -16,6 +16,7 @@ patient-right→left (the radiological view).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +67,18 @@ class RegionBox:
     z_bottom: float  # inferior edge
     x_range: tuple[float, float]
     y_range: tuple[float, float]
+    own_top: float | None = None  # the region's own part, without the overlaps (None: all)
+    own_bottom: float | None = None
+
+    def own_slices(self, depth: int) -> tuple[float, float]:
+        """``[lo, hi)`` in slices of a ``depth``-slice grid of this box: the part that is
+        the region's own rather than an overlap with a neighbour. A lesion centred in an
+        overlap belongs to the neighbour (`vipet.phantom` files it there), so a model
+        reporting region by region describes it once."""
+        sz = self.height_mm / depth
+        top = self.z_top if self.own_top is None else self.own_top
+        bottom = self.z_bottom if self.own_bottom is None else self.own_bottom
+        return (max(0.0, (self.z_top - top) / sz), min(float(depth), (self.z_top - bottom) / sz))
 
     @property
     def height_mm(self) -> float:
@@ -135,7 +148,9 @@ def split_regions(
         top, bottom = min(top, body.z_top), max(bottom, body.z_bottom)
         if top - bottom < 10.0:  # under 1 cm of body: the region is not in this scan
             continue
-        boxes.append(_box_for(body.points, name, top, bottom, config))
+        box = _box_for(body.points, name, top, bottom, config)
+        own = (min(edges[i], top), max(edges[i + 1], bottom))
+        boxes.append(dataclasses.replace(box, own_top=own[0], own_bottom=own[1]))
     if not boxes:
         raise GeometryError("no body region lies within the scan")
     return boxes, basis

@@ -221,6 +221,45 @@ def _section_text(
     return " ".join(sentences)
 
 
+def render_region_findings(
+    lesions: Sequence[Lesion],
+    region: str,
+    lang: str,
+    rng: np.random.Generator,
+    physiology: Mapping[str, float] | None = None,
+) -> str:
+    """What one body region's volume shows, as report lines ``"<heading>: <text>"``.
+
+    ``lesions`` are the lesions seen in that volume (those the region files), in the
+    order to describe them; every sentence keeps that order. The region's own section
+    comes with its physiological uptake and negatives, as in a whole report; a lesion
+    that belongs to another section — a liver lesion at the dome seen in the chest
+    volume, a rib or vertebra (musculoskeletal) — is described under that section's
+    heading, in a line of its own. Lines follow the report's section order, so the lines
+    of the three regions merge into one report (`vipet.data.prompts.merge_region_texts`).
+    """
+    check_lang(lang)
+    keys = [key for key, _, _ in SECTIONS]
+    if region not in keys[:3]:  # musculoskeletal is a section, not a body region
+        raise ValueError(f"region {region!r} has no report section; choose from {keys[:3]}")
+    by_section: dict[str, list[Lesion]] = {key: [] for key in keys}
+    for lesion in lesions:
+        by_section[section_of(lesion)].append(lesion)
+    lines = []
+    for key, vi_heading, en_heading in SECTIONS:
+        members = by_section[key]
+        if key != region and not members:
+            continue
+        sentences = [render_finding(lesion, lang, rng) for lesion in members]
+        if key == region:
+            sentences += _negatives(key, members, lang, rng)
+            physio = _physiology(key, lang, rng, physiology) if physiology else []
+            sentences = physio + sentences if chance(rng, 0.5) else sentences + physio
+        heading = vi_heading if lang == "vi" else en_heading
+        lines.append(f"{heading}: " + " ".join(sentences))
+    return nfc("\n".join(lines))
+
+
 # ---- impression -----------------------------------------------------------------------
 
 
