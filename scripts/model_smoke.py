@@ -14,7 +14,7 @@ import torch
 
 from vipet.data.prompts import build_example, build_inference, report_prompt, target_text
 from vipet.data.tokenizer import stop_token_ids, synthetic_corpus, train_tokenizer
-from vipet.model.presets import build_model
+from vipet.model.presets import build_model, model_grid
 from vipet.phantom.simulate import simulate_case
 from vipet.preprocess import PreprocessConfig, preprocess_study
 from vipet.reports.render import render_report
@@ -29,12 +29,12 @@ def main() -> None:
     torch.manual_seed(0)
 
     case = simulate_case(0, 0)  # phantom study 0 of seed 0, in memory
-    model_grid = (32, 128, 128) if args.preset == "cpu-small" else (8, 32, 32)
-    samples = preprocess_study(case.study, PreprocessConfig(grid=model_grid))
+    grid = model_grid(args.preset)
+    samples = preprocess_study(case.study, PreprocessConfig(grid=grid))
     ct = torch.from_numpy(np.stack([s.ct for s in samples]))[None]  # (1, R, D, H, W)
     pet = torch.from_numpy(np.stack([s.pet for s in samples]))[None]
     print(
-        f"study {case.study.id}: {len(case.lesions)} lesions; regions {[s.region for s in samples]}, grid {model_grid}"
+        f"study {case.study.id}: {len(case.lesions)} lesions; regions {[s.region for s in samples]}, grid {grid}"
     )
 
     tok = train_tokenizer(synthetic_corpus(200, 0), vocab_size=4000)

@@ -90,7 +90,11 @@ def test_variant_configs() -> None:
     assert variant_config(ab, "concat").fusion == "concat"
     assert variant_config(ab, "no_align").loss.align == 0
     no_diag = variant_config(ab, "no_diag")
-    assert no_diag.loss.diag == no_diag.loss.lesion_dense == no_diag.vision_steps == 0
+    # no findings head training at all: none of its losses, no vision phase, no teacher
+    loss = no_diag.loss
+    assert loss.diag == loss.heat == loss.lesion == loss.attributes == 0
+    assert no_diag.vision_steps == no_diag.slot_teacher == 0
+    assert loss.lm == variant_config(ab, "full").loss.lm > 0  # the rest trains as in "full"
     full = variant_config(ab, "full")
     assert full.fusion is None and full.out_dir == str(Path("o") / "full")
     assert {variant_config(ab, v).optim.max_steps for v in VARIANTS} == {2}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 import torch
 
@@ -60,3 +62,23 @@ def test_combine_weights_and_logs() -> None:
     assert log == {"loss/lm": 2.0, "loss/diag": 1.0, "loss/contrastive": 5.0, "loss/total": 2.5}
     with pytest.raises(ValueError, match="no loss"):
         combine({"lm": None}, LossWeights())
+
+
+def test_loss_weights_name_the_trained_parts() -> None:
+    names = [f.name for f in fields(LossWeights)]
+    assert names == ["lm", "diag", "align", "contrastive", "heat", "lesion", "attributes"]
+    with pytest.raises(ValueError, match=">= 0"):
+        LossWeights(heat=-1.0)
+
+
+def test_combine_logs_unweighted_findings_parts_without_training_them() -> None:
+    heat = torch.tensor(3.0, requires_grad=True)
+    parts = {
+        "diag": torch.tensor(1.0),
+        "heat": heat,
+        "lesion": None,
+        "attributes": torch.tensor(2.0),
+    }
+    total, log = combine(parts, LossWeights(diag=0.5, heat=0.0, attributes=2.0))
+    assert total.item() == pytest.approx(4.5) and not total.requires_grad
+    assert log == {"loss/diag": 1.0, "loss/heat": 3.0, "loss/attributes": 2.0, "loss/total": 4.5}

@@ -17,14 +17,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vipet.data.prompts import build_inference, question_prompt, report_prompt
+from vipet.data.prompts import (
+    build_inference,
+    merge_region_texts,
+    question_prompt,
+    report_prompt,
+)
 from vipet.data.tokenizer import stop_token_ids
 from vipet.io.study import Study
 from vipet.model.checkpoint import load_vipet
 from vipet.model.vipet import ViPetModel, VisualFeatures
 from vipet.preprocess import PreprocessConfig, RegionSample, preprocess_study
-from vipet.reports.schema import FINDINGS_KEY
-from vipet.reports.vocab import nfc
+
+
+def _own_slices(sample: RegionSample) -> tuple[float, float]:
+    """The slices of a region sample that are the region's own (`RegionBox.own_slices`)."""
+    lo, hi = sample.meta.get("own_slices", (0.0, float(sample.ct.shape[0])))
+    return float(lo), float(hi)
 
 
 @dataclass
@@ -49,10 +58,17 @@ class StudyContext:
             if v.resampler_attention is None
             else v.resampler_attention[:, i : i + 1],
             diag_logits=None if v.diag_logits is None else v.diag_logits[:, i : i + 1],
-            lesion_scores=None if v.lesion_scores is None else v.lesion_scores[:, i : i + 1],
-            lesion_classes=None if v.lesion_classes is None else v.lesion_classes[:, i : i + 1],
-            slot_tokens=None if v.slot_tokens is None else v.slot_tokens[:, i : i + 1],
+            dense=None if v.dense is None else v.dense.map(lambda t: t[i : i + 1]),
+            detections=None if v.detections is None else v.detections.select([i]),
         )
+
+    def findings(self, region: str) -> list[dict]:
+        """What the findings head detected in one region (type, avidity, fine location,
+        laterality, SUVmax, size, score), in report order."""
+        v = self.visual
+        if v.detections is None or not v.detections.attributes:
+            return []
+        return list(v.detections.attributes[self.regions.index(region)])
 
 
 class Predictor:
@@ -77,7 +93,8 @@ class Predictor:
         regions = [r for r in self.model.config.regions if r in by_region]
         ct = torch.from_numpy(np.stack([by_region[r].ct for r in regions]))[None]
         pet = torch.from_numpy(np.stack([by_region[r].pet for r in regions]))[None]
-        visual = self.model.encode_images(ct, pet)
+        zones = torch.tensor([[_own_slices(by_region[r]) for r in regions]])
+        visual = self.model.encode_images(ct, pet, zones=zones)
         return StudyContext(study.id, regions, [by_region[r] for r in regions], visual)
 
     def _generate(self, messages: list[dict], visual: VisualFeatures, max_new_tokens: int) -> str:
@@ -98,13 +115,13 @@ class Predictor:
     ) -> str:
         """The whole-study report (``region`` None) or one region's findings.
 
-        ``by_region``: write the study's report as its regions' findings sections, each
-        generated from that region's visual tokens alone, under the findings heading
-        (no musculoskeletal section or impression: no region prompt asks for them)."""
+        ``by_region``: write the study's report region by region, each from that region's
+        visual tokens alone, and merge the regions' lines section by section
+        (`merge_region_texts`; no impression: no region prompt asks for one)."""
         n = self.model.visual_tokens_per_region
         if region is None and by_region:
-            sections = [self.report(ctx, lang, r, max_new_tokens) for r in ctx.regions]
-            return nfc("\n".join([f"{FINDINGS_KEY[lang]}:", *sections]))
+            texts = {r: self.report(ctx, lang, r, max_new_tokens) for r in ctx.regions}
+            return merge_region_texts(texts, lang)
         visual = ctx.visual if region is None else ctx.region_visual(region)
         return self._generate(report_prompt(lang, region, n), visual, max_new_tokens)
 

@@ -45,16 +45,18 @@ VARIANTS: dict[str, list[str]] = {
     "ct_only": ["fusion=ct_only"],
     "pet_only": ["fusion=pet_only"],
     "no_align": ["loss.align=0"],
-    # "without the findings loss": every loss that supervises the findings head — the
-    # region labels, the token-level lesion and type x avidity targets and the voxel-level
-    # lesion map. With none of them a vision-only phase would train nothing, so its steps
-    # go to the joint phase (the step budget stays the same).
+    # "without the findings loss": every loss that supervises the findings head (region
+    # labels, lesion-centre heatmap, lesion map, per-lesion attributes). With none of them
+    # a vision phase would train nothing, so its steps go to the language phase (the
+    # step budget stays the same), and the slots are not teacher-forced: their features
+    # come from an unsupervised head.
     "no_diag": [
         "loss.diag=0",
+        "loss.heat=0",
         "loss.lesion=0",
-        "loss.lesion_class=0",
-        "loss.lesion_dense=0",
+        "loss.attributes=0",
         "vision_steps=0",
+        "slot_teacher=0",
     ],
 }
 """Each variant's config overrides on top of the base config (read-only registry)."""

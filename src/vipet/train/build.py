@@ -15,6 +15,7 @@ is not saved with the weights: each stage's config says what it trains.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from vipet.model.checkpoint import load_vipet, with_pretrained_language_model
@@ -42,7 +43,7 @@ def build_for_training(cfg: TrainConfig, tokenizer: Any) -> tuple[ViPetModel, An
                 f"fusion of init_from {cfg.init_from}"
             )
     elif cfg.lm_path is not None:
-        vision = {k: dict(v) for k, v in PRESETS[cfg.model].items() if k != "text"}
+        vision = {k: copy.deepcopy(v) for k, v in PRESETS[cfg.model].items() if k != "text"}
         vision.update(_vision_overrides(cfg))
         model, tokenizer = with_pretrained_language_model(cfg.lm_path, **vision)
     else:

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 from vipet.data.dataset import DataConfig
+from vipet.data.vision import CropConfig
 from vipet.model.fusion import FUSIONS
 from vipet.model.language import LoraSettings
 from vipet.model.presets import PRESETS
@@ -97,16 +98,28 @@ class TrainConfig:
     loss: LossWeights = field(default_factory=LossWeights)
     """Weights of the LM, findings and attention-alignment losses."""
     vision_steps: int = 0
-    """The first this many optimizer steps train the vision side alone: the findings
-    losses only (diag, lesion, lesion_class, lesion_dense), without the language-model
-    pass. The LM and alignment losses join afterwards, when the findings it will read
-    already mean something."""
+    """The first this many optimizer steps train the vision side alone, on crops of the
+    region volumes centred on lesions (`vipet.data.vision`, ``crops``): the findings
+    head's losses (diag, heat, lesion, attributes), no language-model pass. The language
+    phase follows, when the findings the LM will read already mean something. Needs a
+    model with the findings head."""
+    vision_lr: float | None = None
+    """Peak learning rate of the vision phase (None: ``optim.lr``). Each phase has its own
+    warm-up (``optim.warmup_steps``) and cosine decay to 0."""
+    vision_batch_size: int = 8
+    """Crops per micro-batch in the vision phase."""
+    crops: CropConfig = field(default_factory=CropConfig)
+    """How the vision phase cuts region volumes into crops."""
+    freeze_vision: bool = True
+    """After the vision phase, freeze what it trained (encoders, fusion, findings head):
+    the language phase then trains the projector, findings token, slots and the LM, and
+    computes each training volume's vision outputs once (they cannot change)."""
     slot_teacher: float = 0.0
-    """Share of the joint-phase steps (after ``vision_steps``) whose finding slots sit on
-    the lesions the report describes instead of the head's detections (teacher forcing,
-    `vipet.model.findings_slots.teacher_slots`), so the LM learns to read what a slot
-    says before the head's detections are good; which steps is fixed by the seed and the
-    step number. Needs a model with finding slots. Validation always uses the head's."""
+    """Share of the language-phase steps whose finding slots sit on the lesions the
+    report describes instead of the head's detections (teacher forcing,
+    `vipet.model.findings_slots.teacher_detections`), so the LM learns to write what a
+    slot says; which steps is fixed by the seed and the step number. Needs a model with
+    finding slots. Validation always uses the head's."""
     train_split: str = "train"
     """Split trained on."""
     val_split: str | None = "val"
@@ -152,6 +165,11 @@ class TrainConfig:
         _positive_int("eval_batches", self.eval_batches, minimum=0)
         _positive_int("log_every", self.log_every)
         _positive_int("vision_steps", self.vision_steps, minimum=0)
+        _positive_int("vision_batch_size", self.vision_batch_size)
+        if self.vision_lr is not None:
+            _non_negative_float("vision_lr", self.vision_lr)
+        if not isinstance(self.freeze_vision, bool):
+            raise ValueError(f"freeze_vision must be true or false, got {self.freeze_vision!r}")
         if not (isinstance(self.slot_teacher, int | float) and 0.0 <= self.slot_teacher <= 1.0):
             raise ValueError(f"slot_teacher must be a share in [0, 1], got {self.slot_teacher!r}")
         if not self.out_dir:

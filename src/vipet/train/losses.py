@@ -6,7 +6,9 @@
   ``T = (TP + ε) / (TP + β·FP + α·FN + ε)`` with α = 0.7 on misses and β = 0.3 on false
   alarms (missing a lesion costs more than looking a little beside it), and
   ``loss = (1 − T)^γ`` with γ = 2, which focuses on maps that are badly off.
-- **Findings**: BCE or focal loss of the findings head (`vipet.model.diag_head`).
+- **Findings**: BCE or focal loss of the findings head's region labels, and its voxel
+  losses — lesion-centre heatmap, segmentation, per-voxel attributes
+  (`vipet.model.diag_head`).
 - **Contrastive** (encoder pretraining): CLIP's symmetric InfoNCE between study image
   embeddings and report text embeddings.
 
@@ -66,15 +68,14 @@ class LossWeights:
     """Attention alignment (Focal Tversky); the published setup uses 0.5."""
     contrastive: float = 0.0
     """Image–report contrastive (encoder pretraining stage only)."""
+    heat: float = 0.0
+    """The findings head's lesion-centre heatmap (CenterNet focal loss,
+    `vipet.model.diag_head.heat_loss`): one peak per lesion."""
     lesion: float = 0.0
-    """Token-level lesion detection: the findings head's per-token scores against the
-    lesion mask (`vipet.model.diag_head.token_lesion_loss`)."""
-    lesion_class: float = 0.0
-    """Token-level lesion type x avidity, on the tokens that hold a lesion
-    (`vipet.model.diag_head.token_class_loss`)."""
-    lesion_dense: float = 0.0
-    """Voxel-level lesion mask on the stems' dense features
-    (`vipet.model.dense_head.dense_lesion_loss`); needs a model with ``dense_lesion``."""
+    """The findings head's lesion segmentation (BCE + soft Dice)."""
+    attributes: float = 0.0
+    """The findings head's per-voxel type, avidity, fine location, laterality and size,
+    on lesion voxels (`vipet.model.diag_head.findings_losses`)."""
 
     def __post_init__(self) -> None:
         if min(vars(self).values()) < 0:

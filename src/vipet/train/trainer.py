@@ -25,7 +25,7 @@ import os
 import random
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -51,16 +52,23 @@ from tqdm.auto import tqdm
 from vipet.config import from_dict, to_dict
 from vipet.data.dataset import RegionCountBatchSampler, ViPetDataset, collate
 from vipet.data.prompts import IGNORE_INDEX
+from vipet.data.vision import VisionCrops, collate_crops
 from vipet.errors import ConfigError
 from vipet.io.atomic import atomic_output
 from vipet.model.checkpoint import save_vipet
-from vipet.model.dense_head import dense_lesion_loss
-from vipet.model.diag_head import diag_loss, token_class_loss, token_lesion_loss
-from vipet.model.vipet import ViPetModel
+from vipet.model.diag_head import (
+    diag_loss,
+    findings_losses,
+    heat_targets,
+    lesion_centres,
+    region_logits,
+)
+from vipet.model.vipet import VISION_PARTS, ViPetModel
 from vipet.train.build import build_for_training, trainable_summary
 from vipet.train.config import TrainConfig
 from vipet.train.curves import plot_curves
 from vipet.train.losses import combine, contrastive_loss, focal_tversky_loss
+from vipet.train.memo import VisionMemo
 
 CHECKPOINT = "checkpoint"
 METRICS = "metrics.jsonl"
@@ -146,13 +154,18 @@ class ShardedBatches(Sampler[list[int]]):
         return max(0, len(self.base) // self.world - self.start)
 
 
-def _loader(ds: ViPetDataset, sampler: Sampler[list[int]], seed: int) -> DataLoader:
+def _loader(ds: ViPetDataset | VisionCrops, sampler: Sampler[list[int]], seed: int) -> DataLoader:
     # Own generator: making an iterator must not draw from the global torch RNG, or a
     # resumed run would diverge from an uninterrupted one.
+    fn = (
+        collate_crops
+        if isinstance(ds, VisionCrops)
+        else partial(collate, pad_id=ds.tokenizer.pad_token_id)
+    )
     return DataLoader(
         ds,
         batch_sampler=sampler,
-        collate_fn=partial(collate, pad_id=ds.tokenizer.pad_token_id),
+        collate_fn=fn,
         num_workers=0,
         generator=torch.Generator().manual_seed(seed),
     )
@@ -178,18 +191,35 @@ class State:
     loader: DataLoader
     val_loader: DataLoader | None
     scaler: torch.amp.GradScaler
+    vision_sampler: ShardedBatches | None = None
+    vision_loader: DataLoader | None = None
+    """Crops of the training volumes for the vision phase (None without one)."""
+    vision_val_loader: DataLoader | None = None
+    memo: VisionMemo | None = None
+    """The frozen vision side's outputs, once the language phase has frozen it."""
     step: int = 0
+    phase: str = "vision"
+    """"vision" or "language": which loader ``epoch`` and ``position`` refer to."""
     epoch: int = 0
     position: int = 0
     """Micro-batches of ``epoch`` this rank has consumed."""
 
 
-def lr_lambda(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+def lr_lambda(
+    step: int, warmup: int, total: int, vision_steps: int = 0, vision_scale: float = 1.0
+) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``. With a
+    vision phase (``vision_steps``) each phase has its own warm-up and cosine, the vision
+    phase's scaled by ``vision_scale`` (its peak learning rate over the base one)."""
+    scale = 1.0
+    if vision_steps and step < vision_steps:
+        total, scale = vision_steps, vision_scale
+    elif vision_steps:
+        step, total = step - vision_steps, total - vision_steps
     if step < warmup:
-        return (step + 1) / warmup
+        return scale * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.5 * (1.0 + float(np.cos(np.pi * progress)))
+    return scale * 0.5 * (1.0 + float(np.cos(np.pi * progress)))
 
 
 def _seed_all(seed: int) -> None:
@@ -223,17 +253,68 @@ def setup(
     # must hold (each rank then keeps the AdamW moments of its own shard only).
     params = [p for p in raw.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    vision_scale = (cfg.vision_lr or o.lr) / o.lr
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, partial(lr_lambda, warmup=o.warmup_steps, total=o.max_steps)
+        optimizer,
+        partial(
+            lr_lambda,
+            warmup=o.warmup_steps,
+            total=o.max_steps,
+            vision_steps=cfg.vision_steps,
+            vision_scale=vision_scale,
+        ),
     )
     n_visual = raw.visual_tokens_per_region
-    train = ViPetDataset(data_root, cache_dir, cfg.train_split, tokenizer, n_visual, cfg.data)
+    k = raw.config.findings_slots
+    # Every study stays in memory once read (float16 volumes, ~12 MB a study for
+    # cpu-small): re-reading shards would cost more than the language steps themselves.
+    train = ViPetDataset(
+        data_root,
+        cache_dir,
+        cfg.train_split,
+        tokenizer,
+        n_visual,
+        cfg.data,
+        shard_cache_size=None,
+        slots=k,
+    )
     base = RegionCountBatchSampler(train, o.batch_size, shuffle=True, seed=o.seed)
     sampler = ShardedBatches(base, d.rank, d.world)
     val_loader = None
-    if cfg.val_split is not None and cfg.eval_every:
-        val = ViPetDataset(data_root, cache_dir, cfg.val_split, tokenizer, n_visual, cfg.data)
+    evaluating = cfg.val_split is not None and cfg.eval_every
+    if evaluating:
+        val = ViPetDataset(
+            data_root,
+            cache_dir,
+            cfg.val_split,
+            tokenizer,
+            n_visual,
+            cfg.data,
+            shard_cache_size=None,
+            slots=k,
+        )
         val_loader = _loader(val, RegionCountBatchSampler(val, o.batch_size, shuffle=False), 0)
+    vision_sampler = vision_loader = vision_val_loader = None
+    if cfg.vision_steps:
+        if raw.diag_head is None:
+            raise ConfigError("vision_steps needs a model with the findings head (pyramid stem)")
+        crops = partial(
+            VisionCrops,
+            data_root,
+            cache_dir,
+            patch_size=raw.config.ct_encoder_settings.patch_size,
+            head_stride=raw.config.ct_encoder_settings.pyramid_strides[0],
+            config=cfg.crops,
+            progress=d.main,
+        )
+        vtrain = crops(cfg.train_split, seed=o.seed)
+        vbase = RegionCountBatchSampler(vtrain, cfg.vision_batch_size, shuffle=True, seed=o.seed)
+        vision_sampler = ShardedBatches(vbase, d.rank, d.world)
+        vision_loader = _loader(vtrain, vision_sampler, o.seed)
+        if evaluating:
+            vval = crops(cfg.val_split, seed=o.seed + 1)
+            vval_sampler = RegionCountBatchSampler(vval, cfg.vision_batch_size, shuffle=False)
+            vision_val_loader = _loader(vval, vval_sampler, 0)
     scaler = torch.amp.GradScaler(
         d.device.type, enabled=cfg.precision == "fp16" and d.device.type == "cuda"
     )
@@ -250,6 +331,10 @@ def setup(
         loader=_loader(train, sampler, o.seed),
         val_loader=val_loader,
         scaler=scaler,
+        vision_sampler=vision_sampler,
+        vision_loader=vision_loader,
+        vision_val_loader=vision_val_loader,
+        phase="vision" if cfg.vision_steps else "language",
     )
 
 
@@ -303,15 +388,57 @@ def _autocast(state: State) -> contextlib.AbstractContextManager:
 def compute_losses(
     state: State, batch: Mapping[str, Any], teacher: bool = False
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted total loss of one batch and its parts as floats. ``teacher``: finding
-    slots on the report's lesions (``slot_teacher``) instead of the head's detections."""
+    """Weighted total loss of one batch and its parts as floats: a batch of crops
+    (vision phase, `vision_losses`) or of examples (`language_losses`). ``teacher``:
+    finding slots on the report's lesions (``slot_teacher``) instead of the head's."""
+    if "offsets" in batch:
+        return vision_losses(state, batch)
+    return language_losses(state, batch, teacher)
+
+
+def _findings_parts(
+    dense: Any, ids: torch.Tensor, tables: torch.Tensor, heat: torch.Tensor, diag: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    parts = findings_losses(dense, ids, tables, heat)
+    parts["diag"] = diag_loss(region_logits(dense), diag)
+    return parts
+
+
+def vision_losses(state: State, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    """The findings head's losses on a batch of crops (`vipet.data.vision`)."""
+    dev = state.dist.device
+    t = {k: v.to(dev) for k, v in batch.items()}
+    with _autocast(state):
+        out = state.model(input_ids=None, ct=t["ct"], pet=t["pet"], offsets=t["offsets"])
+        parts = _findings_parts(out.dense, t["ids"], t["tables"], t["heat"], t["diag_targets"])
+    return combine(parts, state.cfg.loss)
+
+
+def region_targets(
+    lesion_ids: torch.Tensor, stride: tuple[int, int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whole-volume voxel targets of the findings head: lesion ids ``(V, D, H, W)`` →
+    ids on the head's grid (block maximum over ``stride``) and the heatmaps."""
+    ids = F.max_pool3d(lesion_ids[:, None].float(), stride, stride)[:, 0].to(torch.uint8)
+    centres = [[(c, s) for _, c, s in lesion_centres(v)] for v in ids.cpu()]
+    return ids, heat_targets(centres, tuple(ids.shape[1:])).to(lesion_ids.device)
+
+
+def language_losses(
+    state: State, batch: Mapping[str, Any], teacher: bool = False
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """LM cross-entropy (answer tokens), attention alignment, and — while the vision
+    side still trains — the findings head's losses on whole volumes."""
     dev = state.dist.device
     t = {k: v.to(dev) for k, v in batch.items() if isinstance(v, torch.Tensor)}
     weights = state.cfg.loss
-    if state.step < state.cfg.vision_steps:
-        weights = replace(weights, lm=0.0, align=0.0, contrastive=0.0)
     align = weights.align > 0
     answer = t["labels"] != IGNORE_INDEX
+    raw = state.raw_model
+    vision = None
+    if state.memo is not None:
+        vision = state.memo.vision(raw, batch, _autocast(state))
+    slots = (t["filed_lesions"], t["filed_attrs"]) if teacher else None
     with _autocast(state):
         out = state.model(
             input_ids=t["input_ids"],
@@ -319,38 +446,26 @@ def compute_losses(
             labels=t["labels"],
             ct=t["ct"],
             pet=t["pet"],
+            zones=t["zones"],
+            teacher=slots,
+            vision=vision,
             output_attentions=align,
             with_language=weights.lm > 0 or align,  # encoder pretraining needs no LM pass
-            slot_lesions=t["filed_lesions"] if teacher else None,
         )
         parts: dict[str, torch.Tensor | None] = {"lm": out.loss}
-        parts["diag"] = diag_loss(
-            out.diag_logits.flatten(0, 1).float(), t["diag_targets"].flatten(0, 1)
-        )
-        if weights.lesion > 0:
-            scores = out.visual.lesion_scores
-            parts["lesion"] = token_lesion_loss(
-                scores.flatten(0, 1).float(), t["lesion"].flatten(0, 1), out.visual.grid
-            )
-        if weights.lesion_class > 0:
-            parts["lesion_class"] = token_class_loss(
-                out.visual.lesion_classes.flatten(0, 1).float(),
-                t["lesion_class"].flatten(0, 1),
-                out.visual.grid,
-            )
-        if weights.lesion_dense > 0:
-            dense = out.visual.lesion_dense
-            if dense is None:
-                raise ConfigError("loss.lesion_dense needs a model with dense_lesion: true")
-            parts["lesion_dense"] = dense_lesion_loss(
-                dense.flatten(0, 1).float(), t["lesion"].flatten(0, 1)
-            )
+        dense = out.visual.dense if out.visual is not None else None
+        if dense is not None and not _vision_frozen(state):
+            stride = tuple(raw.config.ct_encoder_settings.pyramid_strides[0])
+            ids, heat = region_targets(t["lesion_ids"].flatten(0, 1), stride)
+            tables = t["lesion_tables"].flatten(0, 1)
+            diag = t["diag_targets"].flatten(0, 1)
+            parts.update(_findings_parts(dense, ids, tables, heat, diag))
         if align:
-            maps = state.raw_model.attention_maps(out, t["input_ids"], answer)
+            maps = raw.attention_maps(out, t["input_ids"], answer)
             parts["align"] = focal_tversky_loss(maps.float(), t["roi"])
         if weights.contrastive > 0:
             image = out.visual.tokens.float().mean(dim=1)
-            text = text_embedding(state.raw_model, t["input_ids"], answer)
+            text = text_embedding(raw, t["input_ids"], answer)
             parts["contrastive"] = contrastive_loss(image, text)
     return combine(parts, weights)
 
@@ -564,6 +679,7 @@ def save_checkpoint(state: State) -> Path:
                 "scheduler": state.scheduler.state_dict(),
                 "scaler": state.scaler.state_dict(),
                 "step": state.step,
+                "phase": state.phase,
                 "epoch": state.epoch,
                 "position": state.position,
                 "world": d.world,
@@ -622,13 +738,19 @@ def load_checkpoint(state: State, folder: Path) -> None:
         full = StateDictOptions(full_state_dict=True)
         set_model_state_dict(state.raw_model, blob["model"], options=full)
         optimizer = _keyed_by_name(state, blob["optimizer"])
-        set_optimizer_state_dict(state.raw_model, state.optimizer, optimizer, options=full)
+        # Not strict: a parameter that has had no gradient yet (the language model in a
+        # checkpoint of the vision phase) has no AdamW state, here as in the saved run.
+        loose = StateDictOptions(full_state_dict=True, strict=False)
+        set_optimizer_state_dict(state.raw_model, state.optimizer, optimizer, options=loose)
     else:
         state.raw_model.load_state_dict(blob["model"])
         state.optimizer.load_state_dict(blob["optimizer"])
     state.scheduler.load_state_dict(blob["scheduler"])
     state.scaler.load_state_dict(blob["scaler"])
     state.step, state.epoch, state.position = blob["step"], blob["epoch"], blob["position"]
+    state.phase = blob.get("phase", "language")
+    if state.phase == "language":
+        enter_language_phase(state)
     rng = torch.load(folder / f"rng_{d.rank}.pt", weights_only=False)
     _set_rng_state(rng)
 
@@ -642,31 +764,70 @@ def read_checkpoint_config(folder: str | Path) -> TrainConfig:
 # ---- the loop -----------------------------------------------------------------------
 
 
-def _micro_batches(state: State) -> Iterator[dict[str, Any]]:
-    """Endless micro-batches, epoch after epoch, keeping ``epoch``/``position`` current."""
+def _phase_of(state: State) -> str:
+    """The phase the next step belongs to."""
+    return "vision" if state.step < state.cfg.vision_steps else "language"
+
+
+def _vision_frozen(state: State) -> bool:
+    """Whether `enter_language_phase` froze the vision side (its losses then teach
+    nothing and are left out, memo or not)."""
+    cfg = state.cfg
+    return bool(cfg.vision_steps and cfg.freeze_vision) and state.phase == "language"
+
+
+def enter_language_phase(state: State) -> None:
+    """Freeze the vision side (``freeze_vision``, after a vision phase) and start
+    memoising its outputs (not under FSDP)."""
+    cfg = state.cfg
+    if not (cfg.vision_steps and cfg.freeze_vision) or state.memo is not None:
+        return
+    for name in VISION_PARTS:
+        part = getattr(state.raw_model, name)
+        if part is not None:
+            part.requires_grad_(False)
+    # Not under FSDP: the memo calls the vision side outside the root's forward, where
+    # the root's parameters are not gathered, and ranks would gather different numbers
+    # of times (a volume new on one rank is memoised on another). The frozen vision side
+    # then runs inside every forward instead.
+    if not _is_sharded(state):
+        state.memo = VisionMemo()
+    rank_print(
+        state.dist, "language phase: vision side frozen; " + trainable_summary(state.raw_model)
+    )
+
+
+def _micro_batches(state: State, phase: str) -> Iterator[dict[str, Any]]:
+    """Endless micro-batches of ``phase``, epoch after epoch, keeping ``epoch`` and
+    ``position`` current."""
+    vision = phase == "vision"
+    sampler = state.vision_sampler if vision else state.sampler
+    loader = state.vision_loader if vision else state.loader
+    assert sampler is not None and loader is not None
     while True:
-        state.sampler.set_epoch(state.epoch)
-        state.sampler.start = state.position
-        for batch in state.loader:
+        sampler.set_epoch(state.epoch)
+        if vision:
+            loader.dataset.set_epoch(state.epoch)  # crops are drawn per (seed, epoch, index)
+        sampler.start = state.position
+        for batch in loader:
             state.position += 1
             yield batch
         state.epoch += 1
         state.position = 0
 
 
-def _next_micro_batch(state: State, batches: Iterator[dict[str, Any]]) -> dict[str, Any]:
-    """The next micro-batch; in the vision-only phase (``vision_steps``) whole-study
-    batches are passed over when the data has single-region ones: they show the same
-    region volumes again, at about five times the cost of a region batch, and the
-    findings losses gain nothing from seeing them together."""
-    batch = next(batches)
-    if state.step >= state.cfg.vision_steps:
-        return batch
-    for _ in range(len(state.loader)):  # at most one epoch: data with no region items
-        if batch["ct"].shape[1] == 1:
-            return batch
-        batch = next(batches)
-    return batch
+def _next_micro_batch(state: State, iters: dict[str, Iterator[dict[str, Any]]]) -> dict[str, Any]:
+    """The next micro-batch of the current phase; entering the language phase resets the
+    epoch counters (they count the loader of the phase) and freezes the vision side."""
+    phase = _phase_of(state)
+    if phase != state.phase:
+        state.phase, state.epoch, state.position = phase, 0, 0
+        iters.clear()
+        if phase == "language":
+            enter_language_phase(state)
+    if phase not in iters:
+        iters[phase] = _micro_batches(state, phase)
+    return next(iters[phase])
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -740,7 +901,7 @@ def _fit(cfg, tokenizer, data_root, cache_dir, on_step, until, d: Dist) -> dict[
             metrics.unlink(missing_ok=True)
     _barrier(d)
     o = cfg.optim
-    batches = _micro_batches(state)
+    batches: dict[str, Iterator[dict[str, Any]]] = {}
     bar = tqdm(total=o.max_steps, initial=state.step, disable=not d.main, desc="train", leave=False)
     log: dict[str, float] = {}
     val_log: dict[str, float] = {}
@@ -753,10 +914,12 @@ def _fit(cfg, tokenizer, data_root, cache_dir, on_step, until, d: Dist) -> dict[
         bar.set_postfix(loss=f"{log['loss/total']:.4f}")
         if d.main and state.step % cfg.log_every == 0:
             _append_metrics(metrics, {"step": state.step, "split": "train", **log}, board)
-        if cfg.eval_every and state.val_loader and state.step % cfg.eval_every == 0:
-            val_log = evaluate(state, state.val_loader)
-            if d.main:
-                _append_metrics(metrics, {"step": state.step, "split": "val", **val_log}, board)
+        if cfg.eval_every and state.step % cfg.eval_every == 0:
+            vision = state.step <= cfg.vision_steps and state.vision_val_loader is not None
+            loader = state.vision_val_loader if vision else state.val_loader
+            val_log = evaluate(state, loader) if loader is not None else {}
+        if cfg.eval_every and val_log and state.step % cfg.eval_every == 0 and d.main:
+            _append_metrics(metrics, {"step": state.step, "split": "val", **val_log}, board)
         if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
             save_checkpoint(state)
         if on_step is not None:

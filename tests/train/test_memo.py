@@ -1,0 +1,79 @@
+"""VisionMemo: each (study, region) volume through the frozen vision side once, the
+same outputs as the model's own pass, in the batch's (B, R) order."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from vipet.data.dataset import DataConfig, ViPetDataset, collate
+from vipet.data.tokenizer import WHOLE
+from vipet.model.presets import build_model
+from vipet.reports.schema import REGIONS
+from vipet.train.memo import VisionMemo
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    torch.manual_seed(0)
+    return build_model("tiny", tok).eval()
+
+
+@pytest.fixture(scope="module")
+def ds(data, tok, model) -> ViPetDataset:
+    cfg = DataConfig(tasks_ratio={"report": 1.0}, langs=("en",), report_scope="both")
+    k = model.config.findings_slots
+    return ViPetDataset(*data, "train", tok, model.visual_tokens_per_region, cfg, slots=k)
+
+
+def _batch(ds: ViPetDataset, *want: tuple[str, str]) -> dict:
+    """A batch of the report examples of these (study, region) pairs, in this order."""
+    index = {(e.study_id, e.region): i for i, e in enumerate(ds.examples)}
+    return collate([ds[index[w]] for w in want], ds.tokenizer.pad_token_id)
+
+
+def test_memo_matches_the_model_and_computes_each_volume_once(ds, model, monkeypatch) -> None:
+    a, b = ds.study_ids[:2]
+    computed: list[int] = []  # volumes per call of model.vision
+    inner = model.vision
+
+    def spy(ct, pet, zones=None):
+        computed.append(ct.shape[0] * ct.shape[1])
+        return inner(ct, pet, zones)
+
+    monkeypatch.setattr(model, "vision", spy)
+    memo = VisionMemo(chunk=2)
+    whole = _batch(ds, (a, WHOLE))
+    out = memo.vision(model, whole, contextlib.nullcontext())
+    assert computed == [2, 1] and len(memo) == 3  # two volumes at a time
+    with torch.no_grad():
+        direct = inner(whole["ct"], whole["pet"], whole["zones"])
+    # fused tokens kept in bfloat16, returned in the model's dtype; detections as computed
+    assert out.fused.dtype == model.dtype and out.fused.shape == direct.fused.shape
+    assert torch.allclose(out.fused, direct.fused, atol=2e-2, rtol=1e-2)
+    assert out.dense is None  # the voxel maps are not kept
+    assert torch.equal(out.detections.filled, direct.detections.filled)
+    assert torch.equal(out.detections.voxels, direct.detections.voxels)
+    assert torch.allclose(out.detections.features, direct.detections.features)
+    assert out.detections.attributes == direct.detections.attributes
+    assert (out.grid, out.image_shape) == (direct.grid, direct.image_shape)
+
+    # a's chest is known, b's is new: one volume computed, the order kept
+    regions = _batch(ds, (b, "chest"), (a, "chest"))
+    again = memo.vision(model, regions, contextlib.nullcontext())
+    assert computed == [2, 1, 1] and len(memo) == 4
+    chest = REGIONS.index("chest")
+    assert torch.equal(again.fused[1], out.fused[chest])
+    assert torch.equal(again.detections.filled[1], out.detections.filled[chest])
+    with torch.no_grad():
+        b_chest = inner(regions["ct"][:1], regions["pet"][:1], regions["zones"][:1])
+    assert torch.allclose(again.fused[0], b_chest.fused[0], atol=2e-2, rtol=1e-2)
+    memo.vision(model, whole, contextlib.nullcontext())
+    assert computed == [2, 1, 1]  # nothing new
+    # the chunk size changes how, not what
+    one = VisionMemo(chunk=1).vision(model, whole, contextlib.nullcontext())
+    assert computed[3:] == [1, 1, 1]
+    assert torch.allclose(one.fused, out.fused, atol=2e-2, rtol=1e-2)  # bf16 apart at most
+    assert torch.equal(one.detections.filled, out.detections.filled)
