@@ -244,3 +244,23 @@ def test_crops_that_do_not_fit_and_missing_studies_are_input_errors(data, tmp_pa
         VisionCrops(root, partial, "train", PATCH, STRIDE, progress=False)
     with pytest.raises(InputError, match="manifest"):
         VisionCrops(root, tmp_path / "nowhere", "train", PATCH, STRIDE, progress=False)
+
+
+def test_crops_from_a_source_dataset_share_its_volumes(data, tokenizer) -> None:
+    # The trainer cuts crops from the language dataset's in-memory volumes (one read,
+    # one copy): the crops must be the ones read from the shards.
+    from vipet.data.dataset import ViPetDataset
+
+    ds = ViPetDataset(*data, "train", tokenizer, n_visual=4, shard_cache_size=None)
+    shared = VisionCrops(*data, "train", PATCH, STRIDE, seed=3, progress=False, source=ds)
+    own = VisionCrops(*data, "train", PATCH, STRIDE, seed=3, progress=False)
+    assert len(shared) == len(own)
+    for i in range(len(own)):
+        a, b = shared[i], own[i]
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    first = shared.regions[0]
+    assert first.ct is ds._samples(ds.study_ids[0])[first.region].ct  # not a copy
+    val = ViPetDataset(*data, "val", tokenizer, n_visual=4)
+    with pytest.raises(ValueError, match="other studies"):
+        VisionCrops(*data, "train", PATCH, STRIDE, progress=False, source=val)

@@ -223,6 +223,29 @@ def teacher_row(lesion: Mapping[str, Any]) -> list[float]:
     ]
 
 
+def shard_paths(cache_dir: Path, ids: Sequence[str], split: str) -> dict[str, Path]:
+    """The cache shard of every study of ``ids`` (of ``split``), from the cache manifest;
+    a clear error for a missing manifest or study (with why preprocessing failed)."""
+    path = cache_dir / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"no readable preprocessing cache manifest ({exc})", path) from exc
+    entries = {e["study"]: e for e in manifest.get("studies", ())}
+    failed = {f["study"]: f.get("error", "") for f in manifest.get("failed", ())}
+    out: dict[str, Path] = {}
+    for sid in ids:
+        if sid not in entries:
+            why = f" (preprocessing failed: {failed[sid]})" if sid in failed else ""
+            raise InputError(
+                f"study {sid!r} of split {split!r} is not in the preprocessing cache"
+                f"{why}; rebuild the cache with build_cache",
+                path,
+            )
+        out[sid] = cache_dir / entries[sid]["shard"]
+    return out
+
+
 class ViPetDataset(Dataset):
     """Report and question examples of one split, with their cached images."""
 
@@ -269,24 +292,7 @@ class ViPetDataset(Dataset):
     # ---- enumeration ----------------------------------------------------------------
 
     def _find_shards(self) -> dict[str, Path]:
-        path = self.cache_dir / MANIFEST
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"no readable preprocessing cache manifest ({exc})", path) from exc
-        entries = {e["study"]: e for e in manifest.get("studies", ())}
-        failed = {f["study"]: f.get("error", "") for f in manifest.get("failed", ())}
-        out: dict[str, Path] = {}
-        for sid in self.study_ids:
-            if sid not in entries:
-                why = f" (preprocessing failed: {failed[sid]})" if sid in failed else ""
-                raise InputError(
-                    f"study {sid!r} of split {self.split!r} is not in the preprocessing cache"
-                    f"{why}; rebuild the cache with build_cache",
-                    path,
-                )
-            out[sid] = self.cache_dir / entries[sid]["shard"]
-        return out
+        return shard_paths(self.cache_dir, self.study_ids, self.split)
 
     def _report_examples(self) -> list[Example]:
         scope = self.config.report_scope

@@ -6,7 +6,8 @@ into crops the size of a few encoder tokens — two in three centred near a lesi
 same CPU second shows the detector several times more lesions (docs/training.md).
 
 `VisionCrops` holds a split's region volumes in memory (float16; for the 420 training
-studies of a 600-study phantom at 64 x 96 x 96, about 3 GB) with what their targets need:
+studies of a 600-study phantom at 64 x 96 x 96, about 3 GB — the ``source`` dataset's
+own arrays when one is given, as the trainer does) with what their targets need:
 the lesion-id map on the head's grid, each lesion's attributes (`lesion_table`) and its
 centre and spread (for the heatmap). An item is one crop: the whole depth of its region
 and ``CropConfig.tokens`` encoder tokens in-plane, aligned to the token grid so the
@@ -17,7 +18,6 @@ crops. Every region appears ``crops_per_region`` times an epoch.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from vipet.data.dataset import ViPetDataset, shard_paths
 from vipet.errors import InputError
 from vipet.io.vipet_dataset import ground_truth, read_dataset
 from vipet.model.diag_head import (
@@ -39,7 +40,7 @@ from vipet.model.diag_head import (
     lesion_centres,
     lesion_table,
 )
-from vipet.preprocess.cache import MANIFEST, load_shard
+from vipet.preprocess.cache import load_shard
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class VisionCrops(Dataset):
         config: CropConfig | None = None,
         seed: int = 0,
         progress: bool = True,
+        source: ViPetDataset | None = None,
     ) -> None:
         self.config = config or CropConfig()
         self.patch = tuple(int(p) for p in patch_size)
@@ -100,11 +102,13 @@ class VisionCrops(Dataset):
         ids = [s["id"] for s in read_dataset(data_root)["studies"] if s.get("split") == split]
         if not ids:
             raise InputError(f"no study in split {split!r}", data_root / "dataset.json")
-        shards = _shard_paths(cache_dir, ids)
+        if source is not None and list(source.study_ids) != ids:
+            raise ValueError(f"source holds other studies than split {split!r}")
+        shards = shard_paths(cache_dir, ids, split)
         with ThreadPoolExecutor(2) as pool:
             loaded = list(
                 tqdm(
-                    pool.map(lambda sid: self._load(data_root, sid, shards[sid]), ids),
+                    pool.map(lambda sid: self._load(data_root, sid, shards[sid], source), ids),
                     total=len(ids),
                     desc=f"load {split} volumes",
                     disable=not progress,
@@ -119,11 +123,19 @@ class VisionCrops(Dataset):
                 f"crops of {self.config.tokens} tokens do not fit regions of {shape}", cache_dir
             )
 
-    def _load(self, data_root: Path, study_id: str, shard: Path) -> list[_Region]:
-        lesions = list(ground_truth(data_root, study_id).get("lesions") or [])
+    def _load(
+        self, data_root: Path, study_id: str, shard: Path, source: ViPetDataset | None
+    ) -> list[_Region]:
+        # With a ``source`` dataset the volumes are its in-memory ones (read once, held
+        # once, for both training phases); else they are read from the shard here.
+        if source is not None:
+            gt, samples = source._gt[study_id], list(source._samples(study_id).values())
+        else:
+            gt, samples = ground_truth(data_root, study_id), load_shard(shard)
+        lesions = list(gt.get("lesions") or [])
         table = lesion_table(lesions)
         out = []
-        for s in load_shard(shard):
+        for s in samples:
             ids = torch.zeros(s.ct.shape, dtype=torch.uint8)
             if s.lesion is not None:
                 ids = torch.from_numpy(s.lesion.astype(np.uint8))
@@ -132,8 +144,8 @@ class VisionCrops(Dataset):
             centres = [(c, sg) for _, c, sg in lesion_centres(head)]
             out.append(
                 _Region(
-                    s.ct.astype(np.float16),
-                    s.pet.astype(np.float16),
+                    s.ct.astype(np.float16, copy=False),
+                    s.pet.astype(np.float16, copy=False),
                     head,
                     table,
                     centres,
@@ -201,23 +213,6 @@ def collate_crops(batch: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]
     if not batch:
         raise ValueError("cannot collate an empty batch")
     return {k: torch.stack([item[k] for item in batch]) for k in batch[0]}
-
-
-def _shard_paths(cache_dir: Path, ids: Sequence[str]) -> dict[str, Path]:
-    path = cache_dir / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"no readable preprocessing cache manifest ({exc})", path) from exc
-    entries = {e["study"]: e for e in manifest.get("studies", ())}
-    missing = [sid for sid in ids if sid not in entries]
-    if missing:
-        raise InputError(
-            f"{len(missing)} studies are not in the preprocessing cache (e.g. {missing[0]!r}); "
-            "rebuild it",
-            path,
-        )
-    return {sid: cache_dir / entries[sid]["shard"] for sid in ids}
 
 
 __all__ = ["CropConfig", "VisionCrops", "collate_crops"]

@@ -23,26 +23,25 @@ def _pyramid(channels: list[int], **kw: Any) -> dict[str, Any]:
     return {"stem": "pyramid", "pyramid_channels": channels, "pyramid_strides": strides, **kw}
 
 
+def _encoders(channels: list[int], tophat: list[int], **kw: Any) -> dict[str, Any]:
+    """The CT and PET encoders of a preset: the same pyramid ViT, CT with the extra
+    soft-tissue window channel."""
+    return {
+        "ct_encoder": _pyramid(channels, windows=_SOFT_TISSUE, tophat=tophat, **kw),
+        "pet_encoder": _pyramid(channels, tophat=tophat, **kw),
+    }
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
-        "ct_encoder": _pyramid(
+        **_encoders(
             [8, 16],
+            tophat=[3, 5, 5],
             image_size=[8, 32, 32],
             patch_size=[4, 8, 8],
             width=32,
             depth=1,
             heads=2,
-            windows=_SOFT_TISSUE,
-            tophat=[3, 5, 5],
-        ),
-        "pet_encoder": _pyramid(
-            [8, 16],
-            image_size=[8, 32, 32],
-            patch_size=[4, 8, 8],
-            width=32,
-            depth=1,
-            heads=2,
-            tophat=[3, 5, 5],
         ),
         "fusion": {"name": "cross_attention", "heads": 2},
         "projector": {"kind": "perceiver", "num_latents": 4, "layers": 1, "heads": 2},
@@ -57,27 +56,17 @@ PRESETS: dict[str, dict[str, Any]] = {
             "num_key_value_heads": 2,
         },
     },
-    # The default. 64 x 96 x 96 voxels per region (about 5.5 mm slices, 3.3 mm pixels):
-    # a 7 mm node keeps 2.4x the CT contrast it has on 11 mm slices (docs/training.md).
+    # The default. 64 x 96 x 96 voxels per region (about 5.5 mm slices, 3.5 mm pixels):
+    # on 11 mm slices (32 deep) small non-avid nodes lose their CT contrast.
     "cpu-small": {
-        "ct_encoder": _pyramid(
+        **_encoders(
             [16, 32, 64],
+            tophat=[3, 11, 11],
             image_size=[64, 96, 96],
             patch_size=[8, 16, 16],
             width=192,
             depth=2,
             heads=4,
-            windows=_SOFT_TISSUE,
-            tophat=[3, 11, 11],
-        ),
-        "pet_encoder": _pyramid(
-            [16, 32, 64],
-            image_size=[64, 96, 96],
-            patch_size=[8, 16, 16],
-            width=192,
-            depth=2,
-            heads=4,
-            tophat=[3, 11, 11],
         ),
         "fusion": {"name": "cross_attention", "heads": 4},
         "projector": {"kind": "perceiver", "num_latents": 32, "layers": 2, "heads": 4},
@@ -97,24 +86,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     # local folder (TrainConfig.lm_path), e.g. Qwen2.5-1.5B-Instruct or a 7B model,
     # trained with LoRA. Sized for one 24-80 GB card per process (see configs/gpu-*.yaml).
     "gpu-base": {
-        "ct_encoder": _pyramid(
+        **_encoders(
             [32, 64, 128],
+            tophat=[3, 11, 11],
             image_size=[64, 128, 128],
             patch_size=[8, 16, 16],
             width=384,
             depth=8,
             heads=6,
-            windows=_SOFT_TISSUE,
-            tophat=[3, 11, 11],
-        ),
-        "pet_encoder": _pyramid(
-            [32, 64, 128],
-            image_size=[64, 128, 128],
-            patch_size=[8, 16, 16],
-            width=384,
-            depth=8,
-            heads=6,
-            tophat=[3, 11, 11],
         ),
         "fusion": {"name": "cross_attention", "heads": 6},
         "projector": {"kind": "perceiver", "num_latents": 64, "layers": 2, "heads": 8},
@@ -123,24 +102,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "findings_slots": 8,
     },
     "gpu-large": {
-        "ct_encoder": _pyramid(
+        **_encoders(
             [32, 64, 128],
+            tophat=[3, 13, 13],
             image_size=[96, 160, 160],
             patch_size=[8, 16, 16],
             width=512,
             depth=12,
             heads=8,
-            windows=_SOFT_TISSUE,
-            tophat=[3, 13, 13],
-        ),
-        "pet_encoder": _pyramid(
-            [32, 64, 128],
-            image_size=[96, 160, 160],
-            patch_size=[8, 16, 16],
-            width=512,
-            depth=12,
-            heads=8,
-            tophat=[3, 13, 13],
         ),
         "fusion": {"name": "cross_attention", "heads": 8},
         "projector": {"kind": "perceiver", "num_latents": 96, "layers": 3, "heads": 8},

@@ -69,8 +69,8 @@ class PetConfig:
 @dataclass(frozen=True)
 class PreprocessConfig:
     grid: tuple[int, int, int] = (64, 96, 96)
-    """Model grid per region, (D, H, W) voxels (cpu-small's: ~3 mm slices, ~5 mm
-    pixels; small non-avid nodes keep their CT contrast at this depth)."""
+    """Model grid per region, (D, H, W) voxels (cpu-small's: ~5.5 mm slices, ~3.5 mm
+    pixels on the phantom; small non-avid nodes keep their CT contrast at this depth)."""
     ct: CtConfig = field(default_factory=CtConfig)
     pet: PetConfig = field(default_factory=PetConfig)
     regions: RegionConfig = field(default_factory=RegionConfig)

@@ -71,7 +71,7 @@ class VisionMemo:
             dev = next(model.parameters()).device
             cts, pets, zs = flat(ct), flat(pet), zones.reshape(-1, 1, 2)[missing]
             # A few volumes at a time: cpu-small's full-volume activations at batch 8 no
-            # longer fit the CPU caches and cost 1.4x more per volume than at 2.
+            # longer fit the CPU caches and cost noticeably more per volume than at 2.
             for lo in range(0, len(missing), self.chunk):
                 part = slice(lo, lo + self.chunk)
                 with autocast:

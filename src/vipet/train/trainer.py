@@ -268,31 +268,24 @@ def setup(
     k = raw.config.findings_slots
     # Every study stays in memory once read (float16 volumes, ~12 MB a study for
     # cpu-small): re-reading shards would cost more than the language steps themselves.
-    train = ViPetDataset(
+    # The vision phase's crops are cut from these same in-memory volumes.
+    dataset = partial(
+        ViPetDataset,
         data_root,
         cache_dir,
-        cfg.train_split,
-        tokenizer,
-        n_visual,
-        cfg.data,
+        tokenizer=tokenizer,
+        n_visual=n_visual,
+        config=cfg.data,
         shard_cache_size=None,
         slots=k,
     )
+    train = dataset(cfg.train_split)
     base = RegionCountBatchSampler(train, o.batch_size, shuffle=True, seed=o.seed)
     sampler = ShardedBatches(base, d.rank, d.world)
     val_loader = None
     evaluating = cfg.val_split is not None and cfg.eval_every
     if evaluating:
-        val = ViPetDataset(
-            data_root,
-            cache_dir,
-            cfg.val_split,
-            tokenizer,
-            n_visual,
-            cfg.data,
-            shard_cache_size=None,
-            slots=k,
-        )
+        val = dataset(cfg.val_split)
         val_loader = _loader(val, RegionCountBatchSampler(val, o.batch_size, shuffle=False), 0)
     vision_sampler = vision_loader = vision_val_loader = None
     if cfg.vision_steps:
@@ -307,12 +300,12 @@ def setup(
             config=cfg.crops,
             progress=d.main,
         )
-        vtrain = crops(cfg.train_split, seed=o.seed)
+        vtrain = crops(cfg.train_split, seed=o.seed, source=train)
         vbase = RegionCountBatchSampler(vtrain, cfg.vision_batch_size, shuffle=True, seed=o.seed)
         vision_sampler = ShardedBatches(vbase, d.rank, d.world)
         vision_loader = _loader(vtrain, vision_sampler, o.seed)
         if evaluating:
-            vval = crops(cfg.val_split, seed=o.seed + 1)
+            vval = crops(cfg.val_split, seed=o.seed + 1, source=val)
             vval_sampler = RegionCountBatchSampler(vval, cfg.vision_batch_size, shuffle=False)
             vision_val_loader = _loader(vval, vval_sampler, 0)
     scaler = torch.amp.GradScaler(
