@@ -473,3 +473,33 @@ def test_findings_target_falls_back_to_the_section_without_lesions(
     monkeypatch.setitem(findings_ds._gt, ex.study_id, gt)
     report = gt[f"report_{ex.lang}"]
     assert findings_ds.text(ex)[1] == target_text(report, "chest", ex.lang)
+
+
+def test_in_memory_items_keep_float16_volumes_and_their_teacher_maps(data, tok, model) -> None:
+    root, cache = data
+    cfg = DataConfig(tasks_ratio={"report": 1.0}, report_scope="both", region_target="findings")
+    k, n_visual = model.config.findings_slots, model.visual_tokens_per_region
+    ref = ViPetDataset(root, cache, "train", tok, n_visual, cfg, slots=k)  # LRU of shards
+    held = ViPetDataset(
+        root,
+        cache,
+        "train",
+        tok,
+        n_visual,
+        cfg,
+        shard_cache_size=None,
+        slots=k,
+        volume_dtype=torch.float16,
+    )
+    for i in range(len(ref)):
+        a, b = ref[i], held[i]
+        assert b["ct"].dtype == b["pet"].dtype == torch.float16
+        assert torch.equal(b["ct"].float(), a["ct"]) and torch.equal(b["pet"].float(), a["pet"])
+        for key in ("input_ids", "labels", "filed_lesions", "filed_attrs", "lesion_ids"):
+            assert torch.equal(a[key], b[key]), key
+        again = held[i]  # the second read comes from the per-region cache, unchanged
+        assert torch.equal(again["filed_lesions"], a["filed_lesions"])
+        assert torch.equal(again["input_ids"], a["input_ids"])
+    assert held._teachers and held._listed and not ref._teachers
+    with pytest.raises(ValueError, match="volume_dtype"):
+        ViPetDataset(root, cache, "train", tok, n_visual, cfg, volume_dtype=torch.int8)

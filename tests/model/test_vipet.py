@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vipet.model.attention_map import attention_maps
+from vipet.model.attention_map import attention_maps, tokens_to_voxels
 from vipet.model.config import ViPetConfig
 from vipet.model.diag_head import findings_losses, heat_targets, lesion_table, region_logits
 from vipet.model.findings_slots import FINE_NAMES, TEACHER_FIELDS, teacher_detections
@@ -174,6 +174,11 @@ def test_attention_map_shape_range(model) -> None:
     assert maps.shape == (2, 3, 8, 32, 32)
     assert maps.min() >= 0 and maps.max() <= 1
     assert torch.allclose(maps.flatten(2).amax(-1), torch.ones(2, 3))
+    # the token-grid maps (the alignment loss's) are the same maps before the spreading
+    tokens = model.attention_token_maps(out, ids, query)
+    grid = out.visual.grid
+    assert tokens.shape == (2, 3, grid[0] * grid[1] * grid[2])
+    assert torch.equal(tokens_to_voxels(tokens, grid, (8, 32, 32)), maps)
 
 
 def test_attention_map_follows_forced_attention() -> None:

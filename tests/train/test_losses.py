@@ -7,7 +7,15 @@ from dataclasses import fields
 import pytest
 import torch
 
-from vipet.train.losses import LossWeights, combine, contrastive_loss, focal_tversky_loss
+from vipet.model.attention_map import tokens_to_voxels
+from vipet.train.losses import (
+    LossWeights,
+    combine,
+    contrastive_loss,
+    focal_tversky_from_counts,
+    focal_tversky_loss,
+    voxels_per_token,
+)
 
 
 def test_focal_tversky_by_hand() -> None:
@@ -82,3 +90,27 @@ def test_combine_logs_unweighted_findings_parts_without_training_them() -> None:
     total, log = combine(parts, LossWeights(diag=0.5, heat=0.0, attributes=2.0))
     assert total.item() == pytest.approx(4.5) and not total.requires_grad
     assert log == {"loss/diag": 1.0, "loss/heat": 3.0, "loss/attributes": 2.0, "loss/total": 4.5}
+
+
+def test_the_token_grid_loss_is_the_voxel_loss_of_the_spread_map() -> None:
+    # a (B, R, N) map spread over the voxels patch by patch, against a voxel mask: the
+    # loss from the tokens and the mask's voxels per token is the voxel-level loss
+    torch.manual_seed(0)
+    grid, shape = (2, 3, 3), (4, 6, 9)
+    tokens = torch.rand(2, 3, 18, requires_grad=True)
+    mask = torch.rand(2, 3, *shape) > 0.8
+    voxel = focal_tversky_loss(tokens_to_voxels(tokens, grid, shape), mask)
+    inside = voxels_per_token(mask, grid)
+    assert inside.shape == (2, 3, 18) and inside.sum() == mask.sum()
+    # token (z, y, x) holds the voxels of its patch, in the encoders' order
+    assert inside[1, 2, (1 * 3 + 2) * 3 + 0] == mask[1, 2, 2:4, 4:6, 0:3].sum()
+    total = torch.full_like(inside, 4 * 6 * 9 // 18)
+    token = focal_tversky_from_counts(tokens, inside, total)
+    assert token.item() == pytest.approx(voxel.item(), rel=1e-5)
+    (g_voxel,) = torch.autograd.grad(voxel, tokens)
+    (g_token,) = torch.autograd.grad(token, tokens)
+    assert torch.allclose(g_voxel, g_token, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="tile"):
+        voxels_per_token(mask[..., :8], grid)
+    with pytest.raises(ValueError, match="differ"):
+        focal_tversky_from_counts(tokens, inside[..., :17], total)

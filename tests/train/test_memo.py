@@ -77,3 +77,37 @@ def test_memo_matches_the_model_and_computes_each_volume_once(ds, model, monkeyp
     assert computed[3:] == [1, 1, 1]
     assert torch.allclose(one.fused, out.fused, atol=2e-2, rtol=1e-2)  # bf16 apart at most
     assert torch.equal(one.detections.filled, out.detections.filled)
+
+
+def test_memo_builds_each_volumes_teacher_slots_once(ds, model, monkeypatch) -> None:
+    from vipet.model import findings_slots
+    from vipet.train import memo as memo_module
+
+    a, b = ds.study_ids[:2]
+    built: list[int] = []  # volumes per call of teacher_detections
+    inner = findings_slots.teacher_detections
+
+    def spy(filed, attrs, grid, head_shape):
+        built.append(filed.shape[0])
+        return inner(filed, attrs, grid, head_shape)
+
+    monkeypatch.setattr(memo_module, "teacher_detections", spy)
+    memo = VisionMemo()
+    whole = _batch(ds, (a, WHOLE))
+    grid = memo.vision(model, whole, contextlib.nullcontext()).grid
+    flat = lambda x: x.flatten(0, 1)  # noqa: E731
+    want = inner(flat(whole["filed_lesions"]), flat(whole["filed_attrs"]), grid, model.head_shape)
+    got = memo.teacher(model, whole, grid)
+    assert built == [3]
+    for name in ("features", "filled", "rows", "scores", "voxels"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+    assert got.attributes == want.attributes
+    # b's chest is new, a's abdomen is known: one volume built, the batch's order kept
+    mixed = _batch(ds, (b, "chest"), (a, "abdomen_pelvis"))
+    again = memo.teacher(model, mixed, grid)
+    assert built == [3, 1]
+    abdomen = REGIONS.index("abdomen_pelvis")
+    assert torch.equal(again.rows[1], want.rows[abdomen])
+    assert again.attributes[1] == want.attributes[abdomen]
+    memo.teacher(model, whole, grid)
+    assert built == [3, 1]  # nothing new

@@ -52,7 +52,10 @@ neighbour), ``filed_lesions`` ``(R, D, H, W)`` uint8, the lesions the region's r
 describes labelled 1, 2, … in report order (at most ``slots``), with ``filed_attrs``
 ``(R, slots, 7)`` their ground truth (`vipet.model.findings_slots.TEACHER_FIELDS`) —
 what teacher-forced finding slots are built from —, ``diag_targets`` ``(R, 29)``, and
-``task``, ``study_id``, ``region`` (a REGIONS name or "whole").
+``task``, ``study_id``, ``region`` (a REGIONS name or "whole"). With
+``volume_dtype=torch.float16`` ``ct``/``pet`` come as float16, as they are held: for a
+consumer that converts only the volumes it uses (the trainer's memo of the frozen
+vision side reads each volume once, then the language steps need no volumes at all).
 
 `collate` pads a batch (right padding) and stacks its images; all items of a batch must
 have the same R, which `RegionCountBatchSampler` guarantees.
@@ -259,6 +262,7 @@ class ViPetDataset(Dataset):
         config: DataConfig | None = None,
         shard_cache_size: int | None = 4,
         slots: int = 0,
+        volume_dtype: torch.dtype = torch.float32,
     ) -> None:
         self.data_root = Path(data_root)
         self.cache_dir = Path(cache_dir)
@@ -266,6 +270,11 @@ class ViPetDataset(Dataset):
         self.tokenizer = tokenizer
         self.n_visual = n_visual
         self.slots = slots
+        if volume_dtype not in (torch.float32, torch.float16):
+            raise ValueError(
+                f"volume_dtype must be torch.float32 or torch.float16, got {volume_dtype}"
+            )
+        self._volume_dtype = np.float32 if volume_dtype == torch.float32 else np.float16
         self.config = config or DataConfig()
         if shard_cache_size is not None and shard_cache_size < 1:
             raise ValueError(
@@ -273,6 +282,11 @@ class ViPetDataset(Dataset):
                 f"got {shard_cache_size}"
             )
         self._shard_cache_size = shard_cache_size
+        # Per (study, region), with every study in memory (shard_cache_size None): the
+        # teacher slots' lesion map and rows, and the lesions its text lists — finding
+        # and ordering a region's lesion masks cost a tenth of a language step per batch.
+        self._teachers: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        self._listed: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
         self._shards: OrderedDict[str, dict[str, RegionSample]] = OrderedDict()
 
         desc = read_dataset(self.data_root)
@@ -392,6 +406,30 @@ class ViPetDataset(Dataset):
             attrs[j] = teacher_row(les)
         return filed, attrs
 
+    def _listed_lesions(self, study_id: str, region: str) -> list[Mapping[str, Any]]:
+        """The lesions `_ordered` lists for one region of a study (kept when in memory)."""
+        key = (study_id, region)
+        if key in self._listed:
+            return self._listed[key]
+        sample = self._samples(study_id)[region]
+        lesions = self._gt[study_id].get("lesions") or []
+        out = [les for les, _ in self._ordered(sample, region, lesions)]
+        if self._shard_cache_size is None:
+            self._listed[key] = out
+        return out
+
+    def _teacher_of(
+        self, study_id: str, region: str, sample: RegionSample
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`_teacher` of one region of a study (kept when in memory; callers copy)."""
+        key = (study_id, region)
+        if key in self._teachers:
+            return self._teachers[key]
+        out = self._teacher(sample, region, self._gt[study_id].get("lesions") or [])
+        if self._shard_cache_size is None:
+            self._teachers[key] = out
+        return out
+
     @staticmethod
     def _zones(sample: RegionSample) -> tuple[float, float]:
         """The slices ``[lo, hi)`` that are the region's own (all of them for a cache
@@ -421,8 +459,7 @@ class ViPetDataset(Dataset):
             gt = self._gt[example.study_id]
             prompt = report_prompt(example.lang, region, self.n_visual)
             if region is not None and self.config.region_target == "findings" and "lesions" in gt:
-                sample = self._samples(example.study_id)[region]
-                ordered = [les for les, _ in self._ordered(sample, region, gt["lesions"])]
+                ordered = self._listed_lesions(example.study_id, region)
                 # one fixed wording per example (a seed from its identity, not its index)
                 key = f"{self.config.seed}/{example.study_id}/{region}/{example.lang}"
                 rng = np.random.default_rng(zlib.crc32(key.encode()))
@@ -446,7 +483,9 @@ class ViPetDataset(Dataset):
         lesions = self._gt[ex.study_id].get("lesions") or []
         diag = torch.stack([diag_targets(lesions, r) for r in ex.regions])
         roi, lesion = zip(*(self._masks(s) for s in chosen), strict=True)
-        teacher = [self._teacher(s, r, lesions) for s, r in zip(chosen, ex.regions, strict=True)]
+        teacher = [
+            self._teacher_of(ex.study_id, r, s) for s, r in zip(chosen, ex.regions, strict=True)
+        ]
         ids = [
             np.zeros(s.ct.shape, np.uint8) if s.lesion is None else s.lesion.astype(np.uint8)
             for s in chosen
@@ -456,8 +495,12 @@ class ViPetDataset(Dataset):
             "input_ids": torch.tensor(enc["input_ids"], dtype=torch.long),
             "attention_mask": torch.tensor(enc["attention_mask"], dtype=torch.long),
             "labels": torch.tensor(enc["labels"], dtype=torch.long),
-            "ct": torch.from_numpy(np.stack([s.ct for s in chosen]).astype(np.float32)),
-            "pet": torch.from_numpy(np.stack([s.pet for s in chosen]).astype(np.float32)),
+            "ct": torch.from_numpy(
+                np.stack([s.ct for s in chosen]).astype(self._volume_dtype, copy=False)
+            ),
+            "pet": torch.from_numpy(
+                np.stack([s.pet for s in chosen]).astype(self._volume_dtype, copy=False)
+            ),
             "roi": torch.from_numpy(np.stack(roi)),
             "lesion": torch.from_numpy(np.stack(lesion)),
             "lesion_ids": torch.from_numpy(np.stack(ids)),

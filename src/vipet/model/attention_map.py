@@ -100,6 +100,23 @@ def attention_maps(
     ``resampler_attention`` is ``(B, R, L, N)``; the visual tokens of a sample are its R
     regions' L latents in order (region-major), as `ViPetModel` lays them out.
     """
+    tokens = attention_token_maps(
+        attentions, query_mask, visual_mask, resampler_attention, top_heads
+    )
+    # Each token's value covers its patch, so normalising before or after step 3 is the same.
+    return tokens_to_voxels(tokens, grid, image_shape)
+
+
+def attention_token_maps(
+    attentions: Sequence[torch.Tensor],
+    query_mask: torch.Tensor,
+    visual_mask: torch.Tensor,
+    resampler_attention: torch.Tensor,
+    top_heads: float = 0.25,
+) -> torch.Tensor:
+    """Steps 1, 2 and 4 on the token grid: ``(B, R, N)`` in [0, 1], each region's map
+    before it is spread over the voxels — all a loss against a mask needs, given the
+    mask's voxel count per token (`vipet.train.losses.focal_tversky_from_counts`)."""
     b, r, n_latents, _ = resampler_attention.shape
     weights = visual_token_weights(attentions, query_mask, visual_mask, top_heads)
     if weights.shape[1] != r * n_latents:
@@ -107,4 +124,6 @@ def attention_maps(
             f"{weights.shape[1]} visual tokens in the sequence, but {r} regions x {n_latents} latents"
         )
     tokens = latent_to_token_weights(weights.view(b, r, n_latents), resampler_attention)
-    return minmax_normalise(tokens_to_voxels(tokens, grid, image_shape))
+    lo = tokens.min(dim=-1, keepdim=True).values
+    hi = tokens.max(dim=-1, keepdim=True).values
+    return (tokens - lo) / (hi - lo).clamp_min(1e-8)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from vipet.model.attention_map import attention_maps
+from vipet.model.attention_map import attention_maps, attention_token_maps
 from vipet.model.config import ViPetConfig
 from vipet.model.diag_head import DenseFindings, FindingsHead, region_logits
 from vipet.model.encoder3d import ViT3D
@@ -104,9 +104,10 @@ class ViPetOutput:
     dense: DenseFindings | None = None  # the findings head's maps of crops (``offsets``)
 
 
-Teacher = tuple[torch.Tensor, torch.Tensor]
+Teacher = tuple[torch.Tensor, torch.Tensor] | Detections
 """Teacher-forced slots: ``filed`` (B, R, D, H, W) and ``attrs`` (B, R, K, 7), see
-`vipet.model.findings_slots.teacher_detections`."""
+`vipet.model.findings_slots.teacher_detections`, or the `Detections` that makes of them
+for the B·R volumes (built once per volume in training, `vipet.train.memo`)."""
 
 
 class ViPetModel(PreTrainedModel):
@@ -232,7 +233,9 @@ class ViPetModel(PreTrainedModel):
         else:
             tokens, attn = self.multi_modal_projector(fused, grid), None
         det = vision.detections
-        if teacher is not None and self.findings_slots is not None:
+        if isinstance(teacher, Detections):
+            det = teacher
+        elif teacher is not None and self.findings_slots is not None:
             filed, attrs = teacher
             filed = filed.reshape(-1, *filed.shape[2:])
             det = teacher_detections(
@@ -380,6 +383,24 @@ class ViPetModel(PreTrainedModel):
             v.resampler_attention,
             v.grid,
             v.image_shape,
+            self.config.attention_top_heads,
+        )
+
+    def attention_token_maps(
+        self, output: ViPetOutput, input_ids: torch.Tensor, query_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """`attention_maps` on the encoder's token grid: ``(B, R, N)`` in [0, 1]."""
+        if (
+            output.attentions is None
+            or output.visual is None
+            or output.visual.resampler_attention is None
+        ):
+            raise ValueError("attention maps need forward(..., output_attentions=True) with images")
+        return attention_token_maps(
+            output.attentions,
+            query_mask,
+            input_ids == self.config.image_token_id,
+            output.visual.resampler_attention,
             self.config.attention_top_heads,
         )
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from vipet.data.tokenizer import WHOLE
-from vipet.model.findings_slots import Detections
+from vipet.model.findings_slots import Detections, teacher_detections
 from vipet.model.vipet import ViPetModel, VisionOutput
 from vipet.reports.schema import REGIONS
 
@@ -55,6 +55,7 @@ class VisionMemo:
         self.chunk = chunk
         """Volumes run through the vision side at once when filling the memo."""
         self._store: dict[tuple[str, str], VisionOutput] = {}
+        self._teacher: dict[tuple[str, str], Detections] = {}
 
     def __len__(self) -> int:
         return len(self._store)
@@ -75,7 +76,11 @@ class VisionMemo:
             for lo in range(0, len(missing), self.chunk):
                 part = slice(lo, lo + self.chunk)
                 with autocast:
-                    out = model.vision(cts[part].to(dev), pets[part].to(dev), zs[part].to(dev))
+                    out = model.vision(
+                        cts[part].to(dev, torch.float32),
+                        pets[part].to(dev, torch.float32),
+                        zs[part].to(dev),
+                    )
                 out.dense = None  # not kept: do not slice the voxel maps per volume
                 for j, i in enumerate(missing[part]):
                     one = out.select([j])
@@ -98,3 +103,19 @@ class VisionMemo:
             None,
             detections,
         )
+
+    def teacher(
+        self, model: ViPetModel, batch: Mapping[str, Any], grid: tuple[int, int, int]
+    ) -> Detections:
+        """Teacher slots (`teacher_detections`) of ``batch``'s volumes: they depend on the
+        data only, so each volume's are built once (from its full-resolution lesion map,
+        about a quarter of a language step for a batch) and kept with its vision output."""
+        keys = _keys(batch)
+        missing = [i for i, k in enumerate(keys) if k not in self._teacher]
+        if missing:
+            filed = batch["filed_lesions"].reshape(-1, *batch["filed_lesions"].shape[2:])
+            attrs = batch["filed_attrs"].reshape(-1, *batch["filed_attrs"].shape[2:])
+            det = teacher_detections(filed[missing], attrs[missing], grid, model.head_shape)
+            for j, i in enumerate(missing):
+                self._teacher[keys[i]] = det.select([j])
+        return cat_detections([self._teacher[k] for k in keys])

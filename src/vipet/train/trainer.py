@@ -19,8 +19,10 @@ hold ordinary full tensors whatever the strategy.
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import json
+import math
 import os
 import random
 import shutil
@@ -67,7 +69,12 @@ from vipet.model.vipet import VISION_PARTS, ViPetModel
 from vipet.train.build import build_for_training, trainable_summary
 from vipet.train.config import TrainConfig
 from vipet.train.curves import plot_curves
-from vipet.train.losses import combine, contrastive_loss, focal_tversky_loss
+from vipet.train.losses import (
+    combine,
+    contrastive_loss,
+    focal_tversky_from_counts,
+    voxels_per_token,
+)
 from vipet.train.memo import VisionMemo
 
 CHECKPOINT = "checkpoint"
@@ -269,6 +276,13 @@ def setup(
     # Every study stays in memory once read (float16 volumes, ~12 MB a study for
     # cpu-small): re-reading shards would cost more than the language steps themselves.
     # The vision phase's crops are cut from these same in-memory volumes.
+    # With the memo (a frozen vision side, not under FSDP: `enter_language_phase`) the
+    # language steps read each volume once, so items keep them in float16 as held (the
+    # memo converts what it computes): converting every item's volumes cost a sixth of
+    # a language step.
+    memoised = bool(cfg.vision_steps and cfg.freeze_vision) and not (
+        d.world > 1 and cfg.strategy == "fsdp"
+    )
     dataset = partial(
         ViPetDataset,
         data_root,
@@ -278,6 +292,7 @@ def setup(
         config=cfg.data,
         shard_cache_size=None,
         slots=k,
+        volume_dtype=torch.float16 if memoised else torch.float32,
     )
     train = dataset(cfg.train_split)
     base = RegionCountBatchSampler(train, o.batch_size, shuffle=True, seed=o.seed)
@@ -432,6 +447,10 @@ def language_losses(
     if state.memo is not None:
         vision = state.memo.vision(raw, batch, _autocast(state))
     slots = (t["filed_lesions"], t["filed_attrs"]) if teacher else None
+    if teacher and state.memo is not None and vision is not None:
+        slots = state.memo.teacher(
+            raw, t | {k: batch[k] for k in ("study_id", "region")}, vision.grid
+        )
     with _autocast(state):
         out = state.model(
             input_ids=t["input_ids"],
@@ -454,8 +473,15 @@ def language_losses(
             diag = t["diag_targets"].flatten(0, 1)
             parts.update(_findings_parts(dense, ids, tables, heat, diag))
         if align:
-            maps = raw.attention_maps(out, t["input_ids"], answer)
-            parts["align"] = focal_tversky_loss(maps.float(), t["roi"])
+            # On the token grid: the voxel maps repeat each token's value over its patch,
+            # so the loss is the same from the tokens and the ROI's voxels per token.
+            maps = raw.attention_token_maps(out, t["input_ids"], answer).float()
+            grid = out.visual.grid
+            inside = voxels_per_token(t["roi"], grid)
+            per_token = math.prod(t["roi"].shape[-3:]) // math.prod(grid)
+            parts["align"] = focal_tversky_from_counts(
+                maps, inside, torch.full_like(inside, per_token)
+            )
         if weights.contrastive > 0:
             image = out.visual.tokens.float().mean(dim=1)
             text = text_embedding(raw, t["input_ids"], answer)
@@ -873,6 +899,7 @@ def fit(
     try:
         return _fit(cfg, tokenizer, data_root, cache_dir, on_step, until, d)
     finally:
+        gc.unfreeze()  # what _fit froze is collectable again once training is over
         if d.owns_group:
             dist.destroy_process_group()
 
@@ -883,6 +910,10 @@ def _fit(cfg, tokenizer, data_root, cache_dir, on_step, until, d: Dist) -> dict[
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
     state = setup(cfg, tokenizer, data_root, cache_dir, d)
+    # The in-memory datasets are millions of long-lived Python objects (about two for
+    # cpu-small's 420 training studies, ~1 s a full collection): out of the collector's
+    # sight from here, they cost no step a collection pass.
+    gc.freeze()
     ckpt = latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:
         load_checkpoint(state, ckpt)
