@@ -67,6 +67,7 @@ def _offsets(ds: VisionCrops) -> list[list[int]]:
         {"lesion_share": -0.1},
         {"jitter": -1},
         {"crops_per_region": 0},
+        {"balance": -0.5},
     ],
 )
 def test_crop_config_rejects_bad_values(kwargs) -> None:
@@ -89,6 +90,36 @@ def test_every_region_gives_crops_per_region_crops(data, crops, samples) -> None
     assert len(crops) == len(samples) * CropConfig().crops_per_region
     assert len(_crops(data, crops_per_region=2)) == len(samples) * 2
     assert all(crops.n_regions(i) == 1 for i in range(len(crops)))
+    # item i is region i mod R (balance 0: every region alike)
+    assert crops.order == list(range(len(samples))) * CropConfig().crops_per_region
+
+
+def test_balance_shows_rare_lesion_classes_more_often(data, crops) -> None:
+    def cls(les):
+        return les["type"], bool(les.get("fdg_avid"))
+
+    counts: dict = {}
+    for r in crops.regions:
+        for les in r.lesions:
+            if int(les["id"]) in r.centre_ids and les.get("region") == r.region:
+                counts[cls(les)] = counts.get(cls(les), 0) + 1
+    top = max(counts.values())
+    ds = _crops(data, balance=0.5)
+    for n, r in enumerate(ds.regions):
+        by_id = {int(les["id"]): les for les in r.lesions}
+        want = [
+            1.0 if by_id[i]["type"] == "other" else (top / counts[cls(by_id[i])]) ** 0.5
+            for i in r.centre_ids
+        ]
+        assert ds.weights[n].tolist() == pytest.approx(want)
+        repeats = max(1, round(4 * max(want, default=1.0)))
+        assert ds.order.count(n) == repeats
+    assert len(ds) > len(crops)  # the tiny phantom has classes rarer than its commonest
+    # the lesion-centred crops of a region pick its rarer lesions more often
+    spread = [float(w.max() - w.min()) for w in ds.weights if len(w) > 1]
+    assert max(spread) > 0
+    first = [ds[i]["offsets"].tolist() for i in range(len(ds))]
+    assert first == [ds[i]["offsets"].tolist() for i in range(len(ds))]  # still seeded
 
 
 def test_items_are_whole_depth_crops_on_the_token_grid(crops) -> None:

@@ -55,7 +55,14 @@ class CropConfig:
     """How far (input voxels, in-plane) a lesion-centred crop's centre may miss the
     lesion, so the lesion is not always in the middle."""
     crops_per_region: int = 4
-    """Crops of each region per epoch."""
+    """Crops of each region per epoch (of a region without lesions; see ``balance``)."""
+    balance: float = 0.0
+    """Long-tail sampling: a lesion of a (type, avidity) class seen ``n`` times in the
+    split weighs ``(n_max / n) ** balance`` — 0 weighs all alike, 0.5 is the usual
+    square-root rebalancing. A region gets ``crops_per_region`` crops an epoch times the
+    weight of its rarest lesion, and its lesion-centred crops pick lesions by weight, so
+    the few ground-glass opacities, calcified nodules and effusions of a phantom are seen
+    more than once or twice a run (docs/training.md)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tokens", tuple(self.tokens))
@@ -65,6 +72,8 @@ class CropConfig:
             raise ValueError(f"lesion_share must be in [0, 1], got {self.lesion_share}")
         if self.jitter < 0 or self.crops_per_region < 1:
             raise ValueError("jitter must be >= 0 and crops_per_region >= 1")
+        if self.balance < 0:
+            raise ValueError(f"balance must be >= 0, got {self.balance}")
 
 
 @dataclass
@@ -76,6 +85,7 @@ class _Region:
     centres: list[tuple[tuple[float, float, float], tuple[float, float, float]]]  # head grid
     region: str
     lesions: list[dict[str, Any]]
+    centre_ids: list[int]  # the lesion id of each entry of ``centres``
 
 
 class VisionCrops(Dataset):
@@ -116,6 +126,7 @@ class VisionCrops(Dataset):
                 )
             )
         self.regions: list[_Region] = [r for study in loaded for r in study]
+        self._weigh()
         shape = self.regions[0].ct.shape
         th, tw = self.config.tokens
         if th * self.patch[1] > shape[1] or tw * self.patch[2] > shape[2]:
@@ -141,7 +152,8 @@ class VisionCrops(Dataset):
                 ids = torch.from_numpy(s.lesion.astype(np.uint8))
             # the head's grid: block maximum, so a lesion smaller than a head voxel stays
             head = F.max_pool3d(ids[None].float(), self.stride, self.stride)[0].to(torch.uint8)
-            centres = [(c, sg) for _, c, sg in lesion_centres(head)]
+            found = lesion_centres(head)
+            centres = [(c, sg) for _, c, sg in found]
             out.append(
                 _Region(
                     s.ct.astype(np.float16, copy=False),
@@ -151,15 +163,49 @@ class VisionCrops(Dataset):
                     centres,
                     s.region,
                     lesions,
+                    [int(i) for i, _, _ in found],
                 )
             )
         return out
+
+    def _weigh(self) -> None:
+        """Per region, the weight of each lesion centre and the regions' order of an
+        epoch (``CropConfig.balance``)."""
+
+        def key(les: Mapping[str, Any]) -> tuple[str, bool]:
+            return str(les.get("type")), bool(les.get("fdg_avid"))
+
+        counts: dict[tuple[str, bool], int] = {}
+        for r in self.regions:
+            for les in r.lesions:
+                if int(les.get("id", -1)) in r.centre_ids and les.get("region") == r.region:
+                    counts[key(les)] = counts.get(key(les), 0) + 1
+        top = max(counts.values(), default=1)
+        self.weights: list[np.ndarray] = []
+        repeats = []
+        for r in self.regions:
+            by_id = {int(les["id"]): les for les in r.lesions if "id" in les}
+            w = np.array(
+                [
+                    (top / counts.get(key(by_id[i]), top)) ** self.config.balance
+                    # "other" (a non-avid bone lesion) is no class a reader can score
+                    if i in by_id and by_id[i].get("type") != "other"
+                    else 1.0
+                    for i in r.centre_ids
+                ]
+            )
+            self.weights.append(w)
+            repeats.append(max(1, round(self.config.crops_per_region * (w.max() if len(w) else 1))))
+        # Round robin over the regions, so at balance 0 item i is region i mod R as ever.
+        self.order: list[int] = [
+            n for rep in range(max(repeats)) for n, k in enumerate(repeats) if k > rep
+        ]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.regions) * self.config.crops_per_region
+        return len(self.order)
 
     def n_regions(self, index: int) -> int:
         """Every item is one volume (the batch samplers group by this)."""
@@ -167,12 +213,16 @@ class VisionCrops(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         cfg = self.config
-        r = self.regions[index % len(self.regions)]
+        n = self.order[index]
+        r, weights = self.regions[n], self.weights[n]
         rng = np.random.default_rng((self.seed, self.epoch, index))
         _, h, w = r.ct.shape
         size = (cfg.tokens[0] * self.patch[1], cfg.tokens[1] * self.patch[2])
         if r.centres and rng.random() < cfg.lesion_share:
-            c, _ = r.centres[int(rng.integers(len(r.centres)))]
+            if self.config.balance:
+                c, _ = r.centres[int(rng.choice(len(r.centres), p=weights / weights.sum()))]
+            else:  # the draw of balance 0 as it always was (same crops, same runs)
+                c, _ = r.centres[int(rng.integers(len(r.centres)))]
             cy = c[1] * self.stride[1] + int(rng.integers(-cfg.jitter, cfg.jitter + 1))
             cx = c[2] * self.stride[2] + int(rng.integers(-cfg.jitter, cfg.jitter + 1))
         else:
