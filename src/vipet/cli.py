@@ -513,6 +513,14 @@ def ablate(
         str,
         typer.Option("--variants", help="Comma-separated variants to run, in table order."),
     ] = "full,concat,ct_only,pet_only,no_align,no_diag",
+    variant_override: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--variant-override",
+            help="variant:key=value for one variant only (repeatable), e.g. "
+            "no_diag:optim.max_steps=600 for the same time budget.",
+        ),
+    ] = None,
     lang: Annotated[str, typer.Option("--lang", help="vi or en.")] = "vi",
     max_studies: Annotated[
         int | None,
@@ -540,6 +548,7 @@ def ablate(
         cache=cache,
         variants=parse_variants(variants),
         overrides=tuple(overrides or ()),
+        variant_overrides=tuple(variant_override or ()),
         lang=lang,
         max_studies=max_studies,
         workers=workers,

@@ -118,3 +118,20 @@ def test_cli_rejects_an_unknown_variant(tmp_path, capsys) -> None:
     assert code == 1 and len(err.splitlines()) == 1
     assert "no_such" in err and "ct_only" in err and "no_diag" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_variant_override_changes_that_variant_only() -> None:
+    ab = AblationConfig(
+        config=CONFIG,
+        data=Path("d"),
+        out=Path("o"),
+        overrides=COMMON,
+        variant_overrides=("no_diag:optim.max_steps=1", "no_diag:optim.lr=0.5"),
+    )
+    no_diag = variant_config(ab, "no_diag")
+    assert no_diag.optim.max_steps == 1 and no_diag.optim.lr == 0.5
+    assert no_diag.vision_steps == 0  # its own overrides still apply
+    assert {variant_config(ab, v).optim.max_steps for v in VARIANTS if v != "no_diag"} == {2}
+    for bad in ("no_diag", "nosuch:optim.max_steps=1", "no_diag:optim.max_steps"):
+        with pytest.raises(ConfigError, match="variant override"):
+            AblationConfig(config=CONFIG, data=Path("d"), variant_overrides=(bad,))

@@ -3,7 +3,8 @@
 Each *variant* is the base training config plus a few overrides (`VARIANTS`): the
 fusion swapped (concat, one modality only) or a regularisation loss switched off. Every
 variant trains on the same data, with the same seed, the same ``optim.max_steps`` (the
-budget) and the same common overrides, sharing one tokenizer (trained once on the train
+budget; ``variant_overrides`` give a variant whose steps cost more fewer of them, for
+the same time) and the same common overrides, sharing one tokenizer (trained once on the train
 split, as ``vipet train`` does) and one sample cache. Then each is scored the same way:
 reports and answers generated on the test split and scored by the evaluation runner
 (optionally on the split's first ``max_studies`` only, for quick runs), and the
@@ -82,6 +83,11 @@ class AblationConfig:
     """Variants to run, names of `VARIANTS`, in table order."""
     overrides: tuple[str, ...] = ()
     """``key.sub=value`` overrides common to every variant (before the variant's own)."""
+    variant_overrides: tuple[str, ...] = ()
+    """``variant:key.sub=value`` overrides of one variant (after its own): how a variant
+    whose steps cost more gets the same time budget with fewer steps, e.g.
+    ``no_diag:optim.max_steps=600`` (its vision side trains on whole volumes at every
+    step)."""
     split: str = "test"
     """Split the variants are scored on."""
     lang: str = "vi"
@@ -102,6 +108,14 @@ class AblationConfig:
         names = tuple(self.variants)
         object.__setattr__(self, "variants", names)
         object.__setattr__(self, "overrides", tuple(self.overrides))
+        object.__setattr__(self, "variant_overrides", tuple(self.variant_overrides))
+        for item in self.variant_overrides:
+            name, sep, rest = item.partition(":")
+            if not sep or "=" not in rest or name not in VARIANTS:
+                raise ConfigError(
+                    f"variant override {item!r} is not 'variant:key=value' with a variant of "
+                    f"{', '.join(VARIANTS)}"
+                )
         unknown = [v for v in names if v not in VARIANTS]
         if unknown:
             raise ConfigError(
@@ -142,10 +156,16 @@ def parse_variants(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
+def variant_overrides(ab: AblationConfig, variant: str) -> list[str]:
+    """A variant's own overrides: its `VARIANTS` entry, then its ``variant_overrides``."""
+    extra = [o.partition(":")[2] for o in ab.variant_overrides if o.partition(":")[0] == variant]
+    return [*VARIANTS[variant], *extra]
+
+
 def variant_config(ab: AblationConfig, variant: str) -> TrainConfig:
     """The training config of one variant: base YAML, common overrides, the variant's
     overrides, ``out_dir`` = ``out/<variant>`` and ``resume`` on."""
-    cfg = load_config(TrainConfig, ab.config, [*ab.overrides, *VARIANTS[variant]])
+    cfg = load_config(TrainConfig, ab.config, [*ab.overrides, *variant_overrides(ab, variant)])
     try:
         return replace(cfg, out_dir=str(ab.out / variant), resume=True)
     except ValueError as exc:
@@ -219,7 +239,7 @@ def train_variant(
     fit(cfg, tokenizer, ab.data, ab.cache_dir)
     record = {
         "variant": variant,
-        "overrides": VARIANTS[variant],
+        "overrides": variant_overrides(ab, variant),
         "config": _comparable(cfg),
         "train_minutes": (time.perf_counter() - t0) / 60.0,
     }
@@ -295,6 +315,7 @@ COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ROUGE-L", ("metrics", "nlg", "rouge_l")),
     ("attn mass in lesion", ("attention", "mass_in_lesion")),
     ("pointing hit", ("attention", "pointing_hit")),
+    ("steps", ("max_steps",)),
     ("train min", ("train_minutes",)),
 )
 
@@ -369,7 +390,8 @@ def markdown(results: dict[str, Any]) -> str:
             if label == "attn mass in lesion":
                 cells.append(_mass_cell(res.get("attention")))
             else:
-                cells.append(_cell(_get(res, path), 1 if label == "train min" else 3))
+                digits = {"train min": 1, "steps": 0}.get(label, 3)
+                cells.append(_cell(_get(res, path), digits))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -417,7 +439,8 @@ def run_ablation(
         else:
             log(f"[{variant}] scores of an earlier run reused")
         results["variants"][variant] = {
-            "overrides": VARIANTS[variant],
+            "overrides": variant_overrides(ab, variant),
+            "max_steps": variant_config(ab, variant).optim.max_steps,
             "train_minutes": record.get("train_minutes"),
             "trained_now": record["trained_now"],
             **scores,
