@@ -67,6 +67,9 @@ def main() -> None:
     ap.add_argument("--tokenizer", type=Path)
     ap.add_argument("--max-studies", type=int)
     ap.add_argument("--json", type=Path, help="Also write the scores here.")
+    ap.add_argument(
+        "--thresholds", type=float, nargs="+", default=list(THRESHOLDS), help="Heat thresholds."
+    )
     args = ap.parse_args()
 
     model, tok = load_model(args.run, args.data, args.tokenizer)
@@ -89,7 +92,7 @@ def main() -> None:
                 pet[:, 0],
                 grid,
                 k,
-                min(THRESHOLDS),
+                min(args.thresholds),
                 zones,
                 model.config.pet_scaling,
                 model.config.pet_vmax,
@@ -101,7 +104,7 @@ def main() -> None:
             ]
     ref = {sid: refs[sid]["lesions"] or [] for sid in ids}
     rows = []
-    for thr in THRESHOLDS:
+    for thr in args.thresholds:
         pred = {sid: [a for s, a, _ in found[sid] if s >= thr] for sid in ids}
         sc = clinical_scores(pred, ref)
         n_pred = sum(len(v) for v in pred.values())
@@ -128,7 +131,7 @@ def main() -> None:
             f"{mae(r['suvmax_mae'])} | {mae(r['size_mae_mm'])} |"
         )
     # Recall per reference type: a detection of that type in the lesion's region.
-    thr = 0.3
+    thr = model.config.slot_threshold
     hit: dict[str, list[int]] = {}
     for sid in ids:
         preds = [(a["type"], region) for s, a, region in found[sid] if s >= thr]
@@ -143,7 +146,13 @@ def main() -> None:
     for key, (a, n) in sorted(hit.items(), key=lambda x: -x[1][1]):
         print(f"  {key:32s} {a:4d}/{n:<4d} {a / n:.2f}")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "recall": hit}, indent=2) + "\n")
+        # and each study's detections at the model's threshold, for comparing with what
+        # the reports say (scripts/copy_fidelity.py)
+        per_study = {
+            sid: [{**a, "region": region} for s, a, region in found[sid] if s >= thr] for sid in ids
+        }
+        out = {"rows": rows, "recall": hit, "detections": per_study}
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":
