@@ -1,0 +1,105 @@
+"""Seconds per language-phase training step of a config, in steady state.
+
+The language phase of cpu-small trains the projector, finding slots and LM over a
+frozen, memoised vision side (docs/training.md). This builds the trainer state of
+``--config`` on one split (the validation split by default: it loads in seconds),
+optionally loads a trained model's weights (so detections and teacher slots are
+realistic), enters the language phase, fills the vision memo for every volume of the
+split (and their teacher slots), runs a few warm-up steps and then times ``--steps`` optimizer steps. With
+``--profile FILE`` (pyinstrument installed) the timed steps are profiled to FILE.
+
+    python benchmarks/language_step.py --config configs/cpu-small.yaml \\
+        --data /tmp/ph600 --cache /tmp/cache64 --weights runs/cpu-small/model [--profile p.txt]
+
+Prints the seconds a step and writes them as JSON with ``--json``. Run it on an idle
+machine: two processes on two cores slow each other several-fold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from vipet.config import load_config
+from vipet.model.checkpoint import load_vipet
+from vipet.train import trainer as T
+from vipet.train.config import TrainConfig
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--cache", type=Path, required=True)
+    ap.add_argument("--weights", type=Path, help="a saved model whose weights to load")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--profile", type=Path)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("overrides", nargs="*", help="key=value config overrides")
+    args = ap.parse_args()
+
+    tok = None
+    weights = None
+    if args.weights:
+        model, tok = load_vipet(args.weights)
+        weights = model.state_dict()
+    cfg = load_config(
+        TrainConfig,
+        args.config,
+        [f"train_split={args.split}", "val_split=null", "vision_steps=1", *args.overrides],
+    )
+    if tok is None:
+        from vipet.data.tokenizer import corpus_from_dataset, train_tokenizer
+
+        tok = train_tokenizer(corpus_from_dataset(args.data), vocab_size=4000)
+    state = T.setup(cfg, tok, args.data, args.cache)
+    if weights is not None:
+        state.raw_model.load_state_dict(weights)
+    state.step, state.phase = cfg.vision_steps, "language"
+    T.enter_language_phase(state)
+    batches = T._micro_batches(state, "language")
+    assert state.memo is not None
+    t0 = time.perf_counter()
+    for _ in range(len(state.loader)):  # one epoch: every volume of the split memoised
+        batch = next(batches)
+        vision = state.memo.vision(state.raw_model, batch, T._autocast(state))
+        if cfg.slot_teacher > 0:  # and their teacher slots, as the steps will want them
+            state.memo.teacher(state.raw_model, batch, vision.grid)
+    fill = time.perf_counter() - t0
+    for _ in range(args.warmup):
+        T.train_step(state, [next(batches)])
+    profiler = None
+    if args.profile:
+        import pyinstrument
+
+        profiler = pyinstrument.Profiler(interval=0.005)
+        profiler.start()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        T.train_step(state, [next(batches)])
+    per_step = (time.perf_counter() - t0) / args.steps
+    if profiler is not None:
+        profiler.stop()
+        args.profile.write_text(profiler.output_text(unicode=False, color=False))
+    result = {
+        "config": str(args.config),
+        "split": args.split,
+        "volumes_memoised": len(state.memo),
+        "memo_fill_s": round(fill, 1),
+        "steps": args.steps,
+        "seconds_per_step": round(per_step, 3),
+    }
+    print(
+        f"{args.split}: {len(state.memo)} volumes memoised in {fill:.1f} s; "
+        f"{per_step:.3f} s per language step ({args.steps} steps, batch {cfg.optim.batch_size})"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
