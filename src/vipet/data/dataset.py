@@ -284,7 +284,7 @@ class ViPetDataset(Dataset):
         self._shard_cache_size = shard_cache_size
         # Per (study, region), with every study in memory (shard_cache_size None): the
         # teacher slots' lesion map and rows, and the lesions its text lists — finding
-        # and ordering a region's lesion masks cost a tenth of a language step per batch.
+        # and ordering a region's lesion masks again for every item showed in profiles.
         self._teachers: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         self._listed: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
         self._shards: OrderedDict[str, dict[str, RegionSample]] = OrderedDict()

@@ -80,10 +80,14 @@ def tokens_to_voxels(
 
 def minmax_normalise(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Step 4: each ``(D, H, W)`` map of ``(..., D, H, W)`` scaled to [0, 1]."""
-    flat = maps.flatten(start_dim=-3)
-    lo = flat.min(dim=-1, keepdim=True).values
-    hi = flat.max(dim=-1, keepdim=True).values
-    return ((flat - lo) / (hi - lo).clamp_min(eps)).view_as(maps)
+    return _minmax_last(maps.flatten(start_dim=-3), eps).view_as(maps)
+
+
+def _minmax_last(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Each row of the last dim scaled to [0, 1]."""
+    lo = x.min(dim=-1, keepdim=True).values
+    hi = x.max(dim=-1, keepdim=True).values
+    return (x - lo) / (hi - lo).clamp_min(eps)
 
 
 def attention_maps(
@@ -123,7 +127,4 @@ def attention_token_maps(
         raise ValueError(
             f"{weights.shape[1]} visual tokens in the sequence, but {r} regions x {n_latents} latents"
         )
-    tokens = latent_to_token_weights(weights.view(b, r, n_latents), resampler_attention)
-    lo = tokens.min(dim=-1, keepdim=True).values
-    hi = tokens.max(dim=-1, keepdim=True).values
-    return (tokens - lo) / (hi - lo).clamp_min(1e-8)
+    return _minmax_last(latent_to_token_weights(weights.view(b, r, n_latents), resampler_attention))

@@ -109,7 +109,7 @@ class VisionMemo:
     ) -> Detections:
         """Teacher slots (`teacher_detections`) of ``batch``'s volumes: they depend on the
         data only, so each volume's are built once (from its full-resolution lesion map,
-        about a quarter of a language step for a batch) and kept with its vision output."""
+        the costliest part of a language step before) and kept with its vision output."""
         keys = _keys(batch)
         missing = [i for i, k in enumerate(keys) if k not in self._teacher]
         if missing:

@@ -278,11 +278,9 @@ def setup(
     # The vision phase's crops are cut from these same in-memory volumes.
     # With the memo (a frozen vision side, not under FSDP: `enter_language_phase`) the
     # language steps read each volume once, so items keep them in float16 as held (the
-    # memo converts what it computes): converting every item's volumes cost a sixth of
-    # a language step.
-    memoised = bool(cfg.vision_steps and cfg.freeze_vision) and not (
-        d.world > 1 and cfg.strategy == "fsdp"
-    )
+    # memo converts what it computes): converting every item's volumes showed up in
+    # profiles of the language steps.
+    memoised = _memoises(cfg, d)
     dataset = partial(
         ViPetDataset,
         data_root,
@@ -343,6 +341,14 @@ def setup(
         vision_loader=vision_loader,
         vision_val_loader=vision_val_loader,
         phase="vision" if cfg.vision_steps else "language",
+    )
+
+
+def _memoises(cfg: TrainConfig, d: Dist) -> bool:
+    """Whether the language phase memoises a frozen vision side: after a vision phase
+    with ``freeze_vision``, and not under FSDP (see `enter_language_phase`)."""
+    return bool(cfg.vision_steps and cfg.freeze_vision) and not (
+        d.world > 1 and cfg.strategy == "fsdp"
     )
 
 
@@ -809,7 +815,7 @@ def enter_language_phase(state: State) -> None:
     # the root's parameters are not gathered, and ranks would gather different numbers
     # of times (a volume new on one rank is memoised on another). The frozen vision side
     # then runs inside every forward instead.
-    if not _is_sharded(state):
+    if _memoises(cfg, state.dist):
         state.memo = VisionMemo()
     rank_print(
         state.dist, "language phase: vision side frozen; " + trainable_summary(state.raw_model)
@@ -910,9 +916,9 @@ def _fit(cfg, tokenizer, data_root, cache_dir, on_step, until, d: Dist) -> dict[
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
     state = setup(cfg, tokenizer, data_root, cache_dir, d)
-    # The in-memory datasets are millions of long-lived Python objects (about two for
-    # cpu-small's 420 training studies, ~1 s a full collection): out of the collector's
-    # sight from here, they cost no step a collection pass.
+    # The in-memory datasets are hundreds of thousands of long-lived Python objects per
+    # hundred studies: out of the collector's sight from here, no step pays for
+    # traversing them in a full collection.
     gc.freeze()
     ckpt = latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:
