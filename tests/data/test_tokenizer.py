@@ -13,6 +13,7 @@ from transformers import PreTrainedTokenizerFast
 from vipet.data.tokenizer import (
     CHAT_TEMPLATE,
     END_TOKEN,
+    FINDING_TOKEN,
     IMAGE_TOKEN,
     SPECIAL_TOKENS,
     VIPET_TOKENS,
@@ -193,3 +194,11 @@ def test_corpus_from_dataset_reads_ground_truth(tmp_path) -> None:
     texts = list(corpus_from_dataset(tmp_path))
     assert texts == [report_text(report), "Có hạch không?", "Không"]
     assert len(list(corpus_from_dataset(tmp_path, splits=None))) == 6
+
+
+def test_finding_markers_vanish_from_decoded_text(tokenizer) -> None:
+    marked = "Lồng ngực:<finding> Hình ảnh nốt mờ thùy trên phổi phải.<finding> Hạch nách trái."
+    ids = tokenizer.encode(marked, add_special_tokens=False)
+    assert ids.count(tokenizer.convert_tokens_to_ids(FINDING_TOKEN)) == 2
+    decoded = tokenizer.decode(ids, skip_special_tokens=True)
+    assert decoded == marked.replace(FINDING_TOKEN, "")

@@ -352,3 +352,22 @@ def test_region_findings_refuse_a_non_region_and_a_bad_language() -> None:
             render_region_findings([], region, "en", rng)
     with pytest.raises(ValueError, match="unknown language"):
         render_region_findings([], "chest", "fr", rng)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_region_findings_marker_opens_each_lesion_sentence_only(lang: str) -> None:
+    by_id = {lesion.id: lesion for lesion in example_lesions()}
+    seen = [by_id[6], by_id[4], by_id[7], by_id[5], by_id[1]]
+    for seed in range(6):
+        physiology = PHYSIOLOGY if seed % 2 else None
+        args = (seen, "chest", lang)
+        plain = render_region_findings(*args, np.random.default_rng(seed), physiology)
+        marked = render_region_findings(
+            *args, np.random.default_rng(seed), physiology, marker="<finding>"
+        )
+        assert marked.count("<finding>") == len(seen)
+        assert marked.replace("<finding>", "") == plain  # it takes no place in the text
+        for line in marked.splitlines():  # each marker opens a lesion's sentence
+            for part in line.split("<finding>")[1:]:
+                first = part.strip().split(". ")[0]
+                assert any(finding_matches(first, les, lang) for les in seen), first

@@ -263,6 +263,7 @@ class ViPetDataset(Dataset):
         shard_cache_size: int | None = 4,
         slots: int = 0,
         volume_dtype: torch.dtype = torch.float32,
+        finding_marker: str = "",
     ) -> None:
         self.data_root = Path(data_root)
         self.cache_dir = Path(cache_dir)
@@ -270,6 +271,9 @@ class ViPetDataset(Dataset):
         self.tokenizer = tokenizer
         self.n_visual = n_visual
         self.slots = slots
+        # Opens each lesion's sentence in a region's findings text (models whose slots
+        # point into the text, `ViPetConfig.slot_pointer`).
+        self.finding_marker = finding_marker
         if volume_dtype not in (torch.float32, torch.float16):
             raise ValueError(
                 f"volume_dtype must be torch.float32 or torch.float16, got {volume_dtype}"
@@ -465,7 +469,7 @@ class ViPetDataset(Dataset):
                 rng = np.random.default_rng(zlib.crc32(key.encode()))
                 lesions = [Lesion.from_dict(les) for les in ordered]
                 text = render_region_findings(
-                    lesions, region, example.lang, rng, gt.get("physiology")
+                    lesions, region, example.lang, rng, gt.get("physiology"), self.finding_marker
                 )
                 return prompt, text
             report = gt[f"report_{example.lang}"]

@@ -3,7 +3,8 @@
 The special tokens are listed here and nowhere else (`SPECIAL_TOKENS`): the four usual
 ones (pad, bos, eos, unk), the visual placeholder `<image>` (repeated once per visual
 token; the model swaps its embeddings for image features), the modality and region
-markers of a visual block, and the chat-role markers of `CHAT_TEMPLATE`.
+markers of a visual block, the chat-role markers of `CHAT_TEMPLATE`, and `<finding>`,
+which opens a lesion's sentence (`FINDING_TOKEN`).
 
 Two ways to get a tokenizer:
 
@@ -55,6 +56,10 @@ ROLE_TOKENS: dict[str, str] = {
     "assistant": "<|assistant|>",
 }
 END_TOKEN = "<|end|>"  # closes every chat turn; an assistant answer ends with it
+FINDING_TOKEN = "<finding>"
+"""Opens each lesion's sentence in a region's findings text when the model points its
+finding slots into the text (`ViPetConfig.slot_pointer`): the k-th marker takes the
+k-th filled slot's embedding, so the words that follow describe that slot."""
 
 # The tokens ViPET's prompts need beyond a language model's own bos/eos/pad/unk.
 VIPET_TOKENS: tuple[str, ...] = (
@@ -64,6 +69,7 @@ VIPET_TOKENS: tuple[str, ...] = (
     *REGION_TOKENS.values(),
     *ROLE_TOKENS.values(),
     END_TOKEN,
+    FINDING_TOKEN,
 )
 # In a trained tokenizer these take ids 0, 1, 2, ... in this order (pad is 0).
 SPECIAL_TOKENS: tuple[str, ...] = (PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN, *VIPET_TOKENS)

@@ -6,7 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vipet.data.tokenizer import IMAGE_TOKEN, add_vipet_tokens, load_tokenizer, save_tokenizer
+from vipet.data.tokenizer import (
+    FINDING_TOKEN,
+    IMAGE_TOKEN,
+    add_vipet_tokens,
+    load_tokenizer,
+    save_tokenizer,
+)
 from vipet.errors import InputError
 from vipet.model.config import ViPetConfig
 from vipet.model.encoder3d import LoadReport, load_encoder_weights
@@ -49,7 +55,10 @@ def with_pretrained_language_model(lm_path: str | Path, **config: Any) -> tuple[
     if add_vipet_tokens(tokenizer):
         lm.resize_token_embeddings(len(tokenizer))
     cfg = ViPetConfig(
-        text_config=lm.config, image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), **config
+        text_config=lm.config,
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        finding_token_id=tokenizer.convert_tokens_to_ids(FINDING_TOKEN),
+        **config,
     )
     return ViPetModel(cfg, language_model=lm), tokenizer
 

@@ -62,6 +62,14 @@ class ViPetConfig(PreTrainedConfig):
     findings_slots: int = 0
     """Append this many finding slots per region (`vipet.model.findings_slots`): the
     findings head's detections, one token per lesion, in report order."""
+    slot_pointer: bool = False
+    """Point the finding slots into the text as well: each `<finding>` marker the
+    language model reads or writes (one opens every lesion sentence of a region's
+    findings) gets the next filled slot's token added to its embedding, so the sentence
+    after it is written beside the slot it describes, not at a distance of a whole
+    prompt (`ViPetModel.embed`, `ViPetModel.generate`; docs/training.md)."""
+    finding_token_id: int = -1
+    """Id of the `<finding>` marker in the tokenizer (-1: it has none)."""
     slot_threshold: float = 0.3
     """A local maximum of the head's lesion-centre heatmap above this is a detection
     (fills a slot). It is no weight: a trained model's can be re-calibrated (its
@@ -125,6 +133,11 @@ class ViPetConfig(PreTrainedConfig):
             # the token summarises the slots' detections: without slots nothing is detected
             raise ValueError(
                 "findings_token summarises the finding slots: it needs findings_slots > 0"
+            )
+        if self.slot_pointer and (not self.findings_slots or self.finding_token_id < 0):
+            raise ValueError(
+                "slot_pointer needs finding slots (findings_slots > 0) and a tokenizer with "
+                "the <finding> marker (finding_token_id)"
             )
         if not 0.0 < self.slot_threshold < 1.0:
             raise ValueError(f"slot_threshold must be in (0, 1), got {self.slot_threshold!r}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from vipet.data.tokenizer import IMAGE_TOKEN
+from vipet.data.tokenizer import FINDING_TOKEN, IMAGE_TOKEN
 from vipet.model.config import ViPetConfig
 from vipet.model.vipet import ViPetModel
 
@@ -74,6 +74,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "findings_token": True,
         "findings_slots": 8,
         "slot_threshold": 0.3,
+        "slot_pointer": True,
         "text": {
             "hidden_size": 256,
             "intermediate_size": 768,
@@ -152,6 +153,8 @@ def model_config(preset: str, tokenizer: Any, **overrides: Any) -> ViPetConfig:
         **{k: copy.deepcopy(v) for k, v in p.items() if k != "text"},
         "text_config": text,
         "image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        # a tokenizer saved before the marker existed has none (-1)
+        "finding_token_id": tokenizer.get_vocab().get(FINDING_TOKEN, -1),
         **overrides,
     }
     return ViPetConfig(**kwargs)

@@ -307,7 +307,47 @@ class ViPetModel(PreTrainedModel):
         if n_slots == 0:
             return embeds
         mask = slots.unsqueeze(-1).expand_as(embeds)
-        return embeds.masked_scatter(mask, visual.tokens.to(embeds.dtype))
+        embeds = embeds.masked_scatter(mask, visual.tokens.to(embeds.dtype))
+        if self.config.slot_pointer:
+            embeds = self.point_slots(embeds, input_ids == self.config.finding_token_id, visual)
+        return embeds
+
+    def filled_slot_tokens(self, visual: VisualFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per study, the tokens of its filled finding slots, regions in prompt order and
+        slots in report order, packed to the front: ``(B, R·K, hidden)`` and how many
+        are filled ``(B,)``."""
+        k = self.config.findings_slots
+        b, r = visual.fused.shape[:2]
+        if visual.detections is None:
+            raise ValueError("slot_pointer needs the finding slots' detections")
+        tokens = visual.tokens.reshape(b, r, -1, visual.tokens.shape[-1])[:, :, -k:]
+        tokens = tokens.reshape(b, r * k, -1)
+        filled = visual.detections.filled.reshape(b, r * k)
+        # a stable sort puts the filled slots first, each region's in report order
+        order = torch.sort((~filled).to(torch.uint8), dim=1, stable=True).indices
+        packed = torch.gather(tokens, 1, order[..., None].expand_as(tokens))
+        return packed, filled.sum(dim=1)
+
+    def point_slots(
+        self,
+        embeds: torch.Tensor,
+        markers: torch.Tensor,
+        visual: VisualFeatures,
+        start: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``embeds`` with the j-th ``markers`` position of each sample (counting from
+        ``start`` (B,), markers already read) given the j-th filled slot's token
+        (`filled_slot_tokens`); a marker past the filled slots keeps its own embedding."""
+        if not bool(markers.any()):
+            return embeds
+        packed, n_filled = self.filled_slot_tokens(visual)
+        rank = torch.cumsum(markers.long(), dim=1) - 1
+        if start is not None:
+            rank = rank + start[:, None]
+        valid = markers & (rank < n_filled[:, None])
+        index = rank.clamp(0, packed.shape[1] - 1)
+        add = torch.gather(packed, 1, index[..., None].expand(*index.shape, packed.shape[-1]))
+        return embeds + add.to(embeds.dtype) * valid[..., None].to(embeds.dtype)
 
     def forward(
         self,
@@ -421,9 +461,89 @@ class ViPetModel(PreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         kwargs = {"do_sample": False, "max_new_tokens": 64, "use_cache": True, **generate_kwargs}
+        if self.config.slot_pointer and visual is not None:
+            return self._generate_pointing(input_ids, attention_mask, visual, **kwargs)
         return self.language_model.generate(
             inputs_embeds=self.embed(input_ids, visual), attention_mask=attention_mask, **kwargs
         )
+
+    def _generate_pointing(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        visual: VisualFeatures,
+        max_new_tokens: int = 64,
+        eos_token_id: int | list[int] | None = None,
+        use_cache: bool = True,
+        do_sample: bool = False,
+        pad_token_id: int | None = None,
+    ) -> torch.Tensor:
+        """Greedy decoding that feeds every `<finding>` marker it writes back with the
+        next filled slot's token (`point_slots`), as in training. A marker past the last
+        filled slot is not allowed: a lesion sentence needs a finding behind it.
+        Returns the new ids ``(B, n)``, pad after a sample has stopped."""
+        if do_sample:
+            raise ValueError("slot_pointer models decode greedily (do_sample=False)")
+        stops = torch.tensor(
+            []
+            if eos_token_id is None
+            else [eos_token_id]
+            if isinstance(eos_token_id, int)
+            else list(eos_token_id),
+            dtype=torch.long,
+        )
+        pad = self.config.text_config.pad_token_id if pad_token_id is None else pad_token_id
+        pad = 0 if pad is None else int(pad)
+        marker = self.config.finding_token_id
+        embed_tokens = self.get_input_embeddings()
+        b = input_ids.shape[0]
+        _, n_filled = self.filled_slot_tokens(visual)
+        embeds = self.embed(input_ids, visual)
+        written = (input_ids == marker).sum(dim=1)  # markers in the prompt (a chat history)
+        position = attention_mask.long().cumsum(-1) - 1
+        position = position.clamp_min(0)
+        done = torch.zeros(b, dtype=torch.bool)
+        new: list[torch.Tensor] = []
+        past = None
+        step_embeds, step_pos, mask = embeds, position, attention_mask
+        all_embeds = embeds
+        for _ in range(int(max_new_tokens)):
+            if use_cache:
+                out = self.language_model(
+                    inputs_embeds=step_embeds,
+                    attention_mask=mask,
+                    position_ids=step_pos,
+                    cache=past,
+                    use_cache=True,
+                )
+                past = getattr(out, "cache", None) or out.past_key_values
+            else:
+                out = self.language_model(
+                    inputs_embeds=all_embeds,
+                    attention_mask=mask,
+                    position_ids=position,
+                    use_cache=False,
+                )
+            logits = out.logits[:, -1].float()
+            logits[written >= n_filled, marker] = float("-inf")
+            token = torch.where(
+                done, torch.full_like(done, pad, dtype=torch.long), logits.argmax(-1)
+            )
+            new.append(token)
+            done = done | torch.isin(token, stops)
+            if bool(done.all()):
+                break
+            is_marker = (token == marker) & ~done
+            e = self.point_slots(
+                embed_tokens(token[:, None]), is_marker[:, None], visual, start=written
+            )
+            written = written + is_marker.long()
+            next_pos = position[:, -1:] + 1
+            step_embeds, step_pos = e, next_pos
+            position = torch.cat([position, next_pos], dim=1)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            all_embeds = torch.cat([all_embeds, e], dim=1)
+        return torch.stack(new, dim=1) if new else input_ids.new_zeros(b, 0)
 
     def parameter_counts(self) -> dict[str, tuple[int, int]]:
         """Per named part that exists: (total, trainable) parameters."""

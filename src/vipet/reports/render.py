@@ -227,6 +227,7 @@ def render_region_findings(
     lang: str,
     rng: np.random.Generator,
     physiology: Mapping[str, float] | None = None,
+    marker: str = "",
 ) -> str:
     """What one body region's volume shows, as report lines ``"<heading>: <text>"``.
 
@@ -237,6 +238,9 @@ def render_region_findings(
     volume, a rib or vertebra (musculoskeletal) — is described under that section's
     heading, in a line of its own. Lines follow the report's section order, so the lines
     of the three regions merge into one report (`vipet.data.prompts.merge_region_texts`).
+
+    ``marker`` (e.g. `vipet.data.tokenizer.FINDING_TOKEN`) opens each lesion's sentence,
+    in place of the space before it, so the text without the marker is unchanged.
     """
     check_lang(lang)
     keys = [key for key, _, _ in SECTIONS]
@@ -250,13 +254,18 @@ def render_region_findings(
         members = by_section[key]
         if key != region and not members:
             continue
-        sentences = [render_finding(lesion, lang, rng) for lesion in members]
+        # (opening, sentence): a lesion's sentence opens with the marker
+        sentences = [(marker, render_finding(lesion, lang, rng)) for lesion in members]
         if key == region:
-            sentences += _negatives(key, members, lang, rng)
+            sentences += [("", s) for s in _negatives(key, members, lang, rng)]
             physio = _physiology(key, lang, rng, physiology) if physiology else []
-            sentences = physio + sentences if chance(rng, 0.5) else sentences + physio
+            physio_pairs = [("", s) for s in physio]
+            sentences = physio_pairs + sentences if chance(rng, 0.5) else sentences + physio_pairs
         heading = vi_heading if lang == "vi" else en_heading
-        lines.append(f"{heading}: " + " ".join(sentences))
+        # the marker takes the place of nothing: "heading:<m> First.<m> Second. Other."
+        # reads "heading: First. Second. Other." once special tokens are dropped
+        body = "".join(f"{m} {s}" for m, s in sentences) if sentences else " "
+        lines.append(f"{heading}:{body}")
     return nfc("\n".join(lines))
 
 

@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 from vipet.config import from_dict, to_dict
 from vipet.data.dataset import RegionCountBatchSampler, ViPetDataset, collate
 from vipet.data.prompts import IGNORE_INDEX
+from vipet.data.tokenizer import FINDING_TOKEN
 from vipet.data.vision import VisionCrops, collate_crops
 from vipet.errors import ConfigError
 from vipet.io.atomic import atomic_output
@@ -291,6 +292,7 @@ def setup(
         shard_cache_size=None,
         slots=k,
         volume_dtype=torch.float16 if memoised else torch.float32,
+        finding_marker=FINDING_TOKEN if raw.config.slot_pointer else "",
     )
     train = dataset(cfg.train_split)
     base = RegionCountBatchSampler(train, o.batch_size, shuffle=True, seed=o.seed)
