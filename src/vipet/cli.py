@@ -572,6 +572,146 @@ def curves(
     typer.echo(f"wrote {plot_curves(run / 'metrics.jsonl', out, title=run.name)}")
 
 
+CheckpointOpt = Annotated[
+    Path, typer.Option("--checkpoint", help="A saved ViPET model folder (vipet train's model/).")
+]
+LangOpt = Annotated[str, typer.Option("--lang", help="vi or en.")]
+StudyPaths = Annotated[
+    list[Path],
+    typer.Argument(
+        help="A study: DICOM folder, AutoPET folder, nnU-Net file/folder, ViMed-PET root "
+        "(with --study), a ViPET dataset's study folder, or a CT and a PET NIfTI file."
+    ),
+]
+
+
+def _study_and_predictor(paths, checkpoint, study, layout, pet_units, lang):
+    from vipet.inference.predictor import Predictor
+    from vipet.io import load_study
+    from vipet.reports.vocab import check_lang
+
+    try:
+        check_lang(lang)
+    except ValueError as exc:
+        raise ConfigError(f"--lang {lang!r}: {exc}") from None
+    s = load_study(paths, _options(study=study, pet_units=pet_units), layout=layout)
+    return s, Predictor.from_checkpoint(checkpoint)
+
+
+@app.command()
+def report(
+    paths: StudyPaths,
+    checkpoint: CheckpointOpt,
+    lang: LangOpt = "vi",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for report.txt/.json, attention maps, summary.png."),
+    ] = None,
+    study: StudyOpt = None,
+    layout: LayoutOpt = None,
+    pet_units: PetUnitsOpt = None,
+) -> None:
+    """Write a study's report, region by region, with the consistency guard's marks,
+    attention maps (NIfTI on the CT grid) and a summary picture."""
+    from vipet.inference.bundle import make_report, write_report
+
+    s, predictor = _study_and_predictor(paths, checkpoint, study, layout, pet_units, lang)
+    typer.echo(f"encoding {s.id} ({s.layout}) and writing its report ...", err=True)
+    rep = make_report(predictor, s, lang)
+    dest = out or Path("reports") / s.id
+    written = write_report(rep, s, dest, checkpoint.name, predictor.model)
+    typer.echo(rep.text)
+    counts = {}
+    for reg in rep.regions:
+        for k, v in reg.guard.counts.items():
+            counts[k] = counts.get(k, 0) + v
+    typer.echo("guard: " + ", ".join(f"{k} {v}" for k, v in counts.items()), err=True)
+    typer.echo(f"written: {dest} ({len(written)} files)", err=True)
+
+
+@app.command()
+def ask(
+    paths: StudyPaths,
+    question: Annotated[str, typer.Argument(help="The question (quoted), after the study.")],
+    checkpoint: CheckpointOpt,
+    lang: LangOpt = "vi",
+    region: Annotated[
+        str | None,
+        typer.Option("--region", help="Ask about one region: head_neck, chest, abdomen_pelvis."),
+    ] = None,
+    study: StudyOpt = None,
+    layout: LayoutOpt = None,
+    pet_units: PetUnitsOpt = None,
+) -> None:
+    """Answer one question about a study."""
+    s, predictor = _study_and_predictor(paths, checkpoint, study, layout, pet_units, lang)
+    ctx = predictor.encode(s)
+    _check_region(region, ctx.regions)
+    typer.echo(predictor.ask(ctx, question, lang, region=region))
+
+
+def _check_region(region: str | None, regions: list[str]) -> None:
+    if region is not None and region not in regions:
+        raise ConfigError(f"--region {region!r}: choose from {regions}")
+
+
+@app.command()
+def chat(
+    paths: StudyPaths,
+    checkpoint: CheckpointOpt,
+    lang: LangOpt = "vi",
+    region: Annotated[
+        str | None, typer.Option("--region", help="Talk about one region only.")
+    ] = None,
+    study: StudyOpt = None,
+    layout: LayoutOpt = None,
+    pet_units: PetUnitsOpt = None,
+) -> None:
+    """Ask question after question about one study (encoded once); an empty line or
+    end of input ends the conversation."""
+    s, predictor = _study_and_predictor(paths, checkpoint, study, layout, pet_units, lang)
+    ctx = predictor.encode(s)
+    _check_region(region, ctx.regions)
+    typer.echo(f"{s.id}: ask a question (empty line to end)", err=True)
+    history: list[tuple[str, str]] = []
+    for line in sys.stdin:
+        question = line.strip()
+        if not question:
+            break
+        answer = predictor.ask(ctx, question, lang, region=region, history=history)
+        history.append((question, answer))
+        typer.echo(answer)
+        sys.stdout.flush()
+
+
+@app.command()
+def serve(
+    checkpoint: CheckpointOpt,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    max_upload_mb: Annotated[int, typer.Option("--max-upload-mb", min=1)] = 512,
+    ttl_min: Annotated[
+        float, typer.Option("--ttl-min", help="Minutes an unused study is kept.")
+    ] = 60.0,
+    timeout_s: Annotated[
+        float, typer.Option("--timeout-s", help="Longest model call per request.")
+    ] = 120.0,
+) -> None:
+    """Serve the model over HTTP with the browser viewer (open http://HOST:PORT/)."""
+    try:
+        import uvicorn
+
+        from vipet.serve.app import ServeSettings, create_app
+    except ImportError as exc:
+        raise ConfigError(f"vipet serve needs fastapi and uvicorn ({exc})") from None
+    settings = ServeSettings(
+        max_upload_bytes=max_upload_mb * 1024**2, ttl_s=ttl_min * 60, request_timeout_s=timeout_s
+    )
+    app_ = create_app(checkpoint, settings)
+    typer.echo(f"ViPET viewer on http://{host}:{port}/ (API docs: /docs)", err=True)
+    uvicorn.run(app_, host=host, port=port, log_level="info")
+
+
 @app.command()
 def version() -> None:
     """Print the ViPET version."""

@@ -87,14 +87,16 @@ class Predictor:
         return cls(model, tokenizer)
 
     @torch.no_grad()
-    def encode(self, study: Study) -> StudyContext:
+    def encode(self, study: Study, with_attention: bool = False) -> StudyContext:
+        """Preprocess ``study`` and run the vision side once. ``with_attention``: keep
+        the resampler's attention, which attention maps need (`vipet.inference.explain`)."""
         samples = preprocess_study(study, self.preprocess)
         by_region = {s.region: s for s in samples}
         regions = [r for r in self.model.config.regions if r in by_region]
         ct = torch.from_numpy(np.stack([by_region[r].ct for r in regions]))[None]
         pet = torch.from_numpy(np.stack([by_region[r].pet for r in regions]))[None]
         zones = torch.tensor([[_own_slices(by_region[r]) for r in regions]])
-        visual = self.model.encode_images(ct, pet, zones=zones)
+        visual = self.model.encode_images(ct, pet, with_attention=with_attention, zones=zones)
         return StudyContext(study.id, regions, [by_region[r] for r in regions], visual)
 
     def _generate(self, messages: list[dict], visual: VisualFeatures, max_new_tokens: int) -> str:
