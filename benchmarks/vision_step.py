@@ -1,0 +1,90 @@
+"""Seconds per vision-phase training step of a config, in steady state.
+
+The vision phase of cpu-small trains the encoders, fusion and findings head on
+lesion-centred crops (docs/training.md); it is about half of the training time. This
+builds the trainer state of ``--config`` on one split (the validation split by default:
+it loads in seconds), runs a few warm-up vision steps and times ``--steps`` more, with
+the config's precision and batch size. ``--profile FILE`` (pyinstrument) profiles the
+timed steps.
+
+    python benchmarks/vision_step.py --config configs/cpu-small.yaml \\
+        --data /tmp/ph600 --cache /tmp/cache64 [key=value ...] [--profile p.txt]
+
+Prints the seconds a step (and writes JSON with ``--json``). Run it on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from vipet.config import load_config
+from vipet.train import trainer as T
+from vipet.train.config import TrainConfig
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--cache", type=Path, required=True)
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--profile", type=Path)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument(
+        "--channels-last", action="store_true", help="hold conv weights channels-last (NDHWC)"
+    )
+    ap.add_argument("overrides", nargs="*", help="key=value config overrides")
+    args = ap.parse_args()
+
+    from vipet.data.tokenizer import synthetic_corpus, train_tokenizer
+
+    tok = train_tokenizer(synthetic_corpus(50, 0), vocab_size=2000)  # no LM pass here
+    cfg = load_config(
+        TrainConfig, args.config, [f"train_split={args.split}", "val_split=null", *args.overrides]
+    )
+    state = T.setup(cfg, tok, args.data, args.cache)
+    if args.channels_last:
+        state.raw_model.to(memory_format=torch.channels_last_3d)
+    batches = T._micro_batches(state, "vision")
+    for _ in range(args.warmup):
+        T.train_step(state, [next(batches)])
+    profiler = None
+    if args.profile:
+        import pyinstrument
+
+        profiler = pyinstrument.Profiler(interval=0.005)
+        profiler.start()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        T.train_step(state, [next(batches)])
+    per_step = (time.perf_counter() - t0) / args.steps
+    if profiler is not None:
+        profiler.stop()
+        args.profile.write_text(profiler.output_text(unicode=False, color=False))
+    result = {
+        "config": str(args.config),
+        "overrides": args.overrides,
+        "threads": torch.get_num_threads(),
+        "steps": args.steps,
+        "batch": cfg.vision_batch_size,
+        "precision": cfg.precision,
+        "channels_last": args.channels_last,
+        "seconds_per_step": round(per_step, 3),
+    }
+    print(
+        f"{per_step:.3f} s per vision step ({args.steps} steps, batch {cfg.vision_batch_size}, "
+        f"{cfg.precision}, {torch.get_num_threads()} threads)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
