@@ -22,6 +22,8 @@ import json
 import time
 from pathlib import Path
 
+from _steps import time_steps
+
 from vipet.config import load_config
 from vipet.model.checkpoint import load_vipet
 from vipet.train import trainer as T
@@ -70,21 +72,7 @@ def main() -> None:
         if cfg.slot_teacher > 0:  # and their teacher slots, as the steps will want them
             state.memo.teacher(state.raw_model, batch, vision.grid)
     fill = time.perf_counter() - t0
-    for _ in range(args.warmup):
-        T.train_step(state, [next(batches)])
-    profiler = None
-    if args.profile:
-        import pyinstrument
-
-        profiler = pyinstrument.Profiler(interval=0.005)
-        profiler.start()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        T.train_step(state, [next(batches)])
-    per_step = (time.perf_counter() - t0) / args.steps
-    if profiler is not None:
-        profiler.stop()
-        args.profile.write_text(profiler.output_text(unicode=False, color=False))
+    per_step = time_steps(state, batches, args.steps, args.warmup, args.profile)
     result = {
         "config": str(args.config),
         "split": args.split,

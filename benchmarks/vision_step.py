@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
+from _steps import time_steps
 
 from vipet.config import load_config
 from vipet.train import trainer as T
@@ -53,21 +53,7 @@ def main() -> None:
     if args.channels_last:
         state.raw_model.to(memory_format=torch.channels_last_3d)
     batches = T._micro_batches(state, "vision")
-    for _ in range(args.warmup):
-        T.train_step(state, [next(batches)])
-    profiler = None
-    if args.profile:
-        import pyinstrument
-
-        profiler = pyinstrument.Profiler(interval=0.005)
-        profiler.start()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        T.train_step(state, [next(batches)])
-    per_step = (time.perf_counter() - t0) / args.steps
-    if profiler is not None:
-        profiler.stop()
-        args.profile.write_text(profiler.output_text(unicode=False, color=False))
+    per_step = time_steps(state, batches, args.steps, args.warmup, args.profile)
     result = {
         "config": str(args.config),
         "overrides": args.overrides,

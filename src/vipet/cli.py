@@ -621,11 +621,7 @@ def report(
     dest = out or Path("reports") / s.id
     written = write_report(rep, s, dest, checkpoint.name, predictor.model)
     typer.echo(rep.text)
-    counts = {}
-    for reg in rep.regions:
-        for k, v in reg.guard.counts.items():
-            counts[k] = counts.get(k, 0) + v
-    typer.echo("guard: " + ", ".join(f"{k} {v}" for k, v in counts.items()), err=True)
+    typer.echo("guard: " + ", ".join(f"{k} {v}" for k, v in rep.guard_counts.items()), err=True)
     typer.echo(f"written: {dest} ({len(written)} files)", err=True)
 
 

@@ -126,6 +126,17 @@ def test_attention_flags_statements_that_looked_elsewhere(lang) -> None:
         check_region("chest", _text(CHEST, lang), findings, lang, attention=[0.5])
 
 
+def test_slot_attention_takes_the_share_on_the_matched_detection(lang) -> None:
+    findings = [_finding(x) for x in CHEST][::-1]  # detections in another order
+    shares = [[0.05, 0.6], [0.7, 0.1]]  # statement i's share on each detection's slot
+    out = check_region("chest", _text(CHEST, lang), findings, lang, slot_attention=shares)
+    assert [s.detection for s in out.statements] == [1, 0]
+    assert [s.attention for s in out.statements] == [0.6, 0.7]
+    assert not any(s.looked_elsewhere for s in out.statements)
+    with pytest.raises(ValueError, match="slot_attention values"):
+        check_region("chest", _text(CHEST, lang), findings, lang, slot_attention=[[0.5, 0.5]])
+
+
 def test_check_report_covers_every_region_and_serialises(lang) -> None:
     neck = _lesion(4, "lymph_node", "cervical", "right", 6.0, 11.0)
     out = check_report(

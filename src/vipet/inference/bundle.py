@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,12 @@ import numpy as np
 
 import vipet
 from vipet.data.prompts import merge_region_texts
-from vipet.inference.explain import RegionReport, explain_region
-from vipet.inference.guard import GuardConfig
+from vipet.inference.explain import RegionReport, StatedLesion, explain_region
+from vipet.inference.guard import GuardConfig, Statement
 from vipet.inference.predictor import Predictor, StudyContext
 from vipet.io.nifti import write_nifti_volume
 from vipet.io.study import Study
-from vipet.io.volume import Units, Volume
+from vipet.io.volume import Grid, Units, Volume
 from vipet.preprocess.resample import resample_to_grid
 from vipet.reports.schema import SECTIONS
 from vipet.reports.vocab import nfc
@@ -49,6 +50,38 @@ class StudyReport:
     regions: list[RegionReport]
     context: StudyContext
 
+    def numbered(self) -> Iterator[tuple[int, RegionReport, StatedLesion, Statement]]:
+        """Every stated lesion of the study, numbered from 1 in reading order, with its
+        region's report and the guard's verdict: the numbers report.json, the attention
+        files and the viewer use."""
+        n = 0
+        for reg in self.regions:
+            for s, verdict in zip(reg.stated, reg.guard.statements, strict=True):
+                n += 1
+                yield n, reg, s, verdict
+
+    @property
+    def guard_counts(self) -> dict[str, int]:
+        """The guard's counts over all regions (supported, differs, unsupported, ...)."""
+        out: dict[str, int] = {}
+        for reg in self.regions:
+            for k, v in reg.guard.counts.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+
+def report_from_context(
+    predictor: Predictor,
+    ctx: StudyContext,
+    lang: str = "vi",
+    max_new_tokens: int = 400,
+    guard: GuardConfig | None = None,
+) -> StudyReport:
+    """The report of a study encoded with attention, region by region, with evidence."""
+    regions = [explain_region(predictor, ctx, r, lang, max_new_tokens, guard) for r in ctx.regions]
+    text = merge_region_texts({r.region: r.text for r in regions}, lang)
+    return StudyReport(ctx.study_id, lang, text, regions, ctx)
+
 
 def make_report(
     predictor: Predictor,
@@ -57,11 +90,19 @@ def make_report(
     max_new_tokens: int = 400,
     guard: GuardConfig | None = None,
 ) -> StudyReport:
-    """Encode ``study`` once and write its report region by region, with evidence."""
+    """Encode ``study`` once and write its report (`report_from_context`)."""
     ctx = predictor.encode(study, with_attention=True)
-    regions = [explain_region(predictor, ctx, r, lang, max_new_tokens, guard) for r in ctx.regions]
-    text = merge_region_texts({r.region: r.text for r in regions}, lang)
-    return StudyReport(study.id, lang, text, regions, ctx)
+    return report_from_context(predictor, ctx, lang, max_new_tokens, guard)
+
+
+def nearest_voxel(grid: Grid, world_mm: Sequence[float]) -> list[int]:
+    """The voxel of ``grid`` nearest a world point (clipped into the grid)."""
+    idx = np.round(grid.world_to_index(np.asarray(world_mm, dtype=np.float64)))
+    return [int(np.clip(v, 0, n - 1)) for v, n in zip(idx, grid.shape, strict=True)]
+
+
+def attention_file(n: int, region: str) -> str:
+    return f"attention/{n:02d}_{region}.nii.gz"
 
 
 def config_hash(model: Any) -> str:
@@ -88,49 +129,39 @@ def _world(sample: Any, voxel: tuple[int, int, int]) -> list[float]:
 def report_dict(report: StudyReport, study: Study, model_name: str, model: Any) -> dict:
     """What report.json holds (see the module doc); attention files are named in it."""
     samples = {s.region: s for s in report.context.samples}
-    stated, omitted = [], []
-    for reg in report.regions:
-        sample = samples[reg.region]
-        for s, verdict in zip(reg.stated, reg.guard.statements, strict=True):
-            n = len(stated) + 1
-            peak = None
-            if s.peak_voxel is not None:
-                world = _world(sample, s.peak_voxel)
-                ct_voxel = study.ct.grid.world_to_index(np.asarray(world))
-                peak = {
-                    "region_voxel": list(s.peak_voxel),
-                    "world_mm": world,
-                    "ct_voxel": [round(float(v)) for v in ct_voxel],
-                }
-            stated.append(
-                {
-                    "id": n,
-                    "region": reg.region,
-                    "sentence": s.sentence,
-                    **s.lesion,
-                    "guard": {
-                        "status": verdict.status,
-                        "differences": verdict.differences,
-                        "looked_elsewhere": verdict.looked_elsewhere,
-                    },
-                    "detection": None
-                    if verdict.detection is None
-                    else reg.findings[verdict.detection],
-                    "attention": {
-                        "on_its_detection": verdict.attention,
-                        "on_slots": [round(v, 4) for v in s.slot_attention],
-                        "peak": peak,
-                        "map": f"attention/{n:02d}_{reg.region}.nii.gz"
-                        if s.attention_map is not None
-                        else None,
-                    },
-                }
-            )
-        omitted += [{"region": o.region, **o.finding} for o in reg.guard.omitted]
-    counts: dict[str, int] = {}
-    for reg in report.regions:
-        for k, v in reg.guard.counts.items():
-            counts[k] = counts.get(k, 0) + v
+    stated = []
+    for n, reg, s, verdict in report.numbered():
+        peak = None
+        if s.peak_voxel is not None:
+            world = _world(samples[reg.region], s.peak_voxel)
+            peak = {
+                "region_voxel": list(s.peak_voxel),
+                "world_mm": world,
+                "ct_voxel": nearest_voxel(study.ct.grid, world),
+            }
+        stated.append(
+            {
+                "id": n,
+                "region": reg.region,
+                "sentence": s.sentence,
+                **s.lesion,
+                "guard": {
+                    "status": verdict.status,
+                    "differences": verdict.differences,
+                    "looked_elsewhere": verdict.looked_elsewhere,
+                },
+                "detection": None if verdict.detection is None else reg.findings[verdict.detection],
+                "attention": {
+                    "on_its_detection": verdict.attention,
+                    "on_slots": [round(v, 4) for v in s.slot_attention],
+                    "peak": peak,
+                    "map": attention_file(n, reg.region) if s.attention_map is not None else None,
+                },
+            }
+        )
+    omitted = [
+        {"region": o.region, **o.finding} for reg in report.regions for o in reg.guard.omitted
+    ]
     return {
         "study_id": report.study_id,
         "lang": report.lang,
@@ -139,7 +170,7 @@ def report_dict(report: StudyReport, study: Study, model_name: str, model: Any) 
         "regions": {r.region: r.text for r in report.regions},
         "findings": stated,
         "omitted": omitted,
-        "guard": counts,
+        "guard": report.guard_counts,
         "model": {
             "name": model_name,
             "vipet_version": vipet.__version__,
@@ -164,14 +195,15 @@ def write_report(
             json.dumps(data, ensure_ascii=False, indent=2, default=_plain), encoding="utf-8"
         )
         samples = {s.region: s for s in report.context.samples}
-        maps: list[tuple[dict, np.ndarray]] = []
-        for reg, finding in _stated_maps(report):
-            sample = samples[reg]
-            vol = Volume.on_grid(finding[1], sample.grid, "OT", Units.NORMALISED)
+        maps: list[tuple[int, Volume]] = []
+        for n, reg, s, _ in report.numbered():
+            if s.attention_map is None:
+                continue
+            vol = Volume.on_grid(s.attention_map, samples[reg.region].grid, "OT", Units.NORMALISED)
             on_ct = resample_to_grid(vol, study.ct.grid, order=1, fill=0.0, antialias=False)
             (tmp / "attention").mkdir(exist_ok=True)
-            write_nifti_volume(on_ct, tmp / finding[0])
-            maps.append((finding[2], on_ct))
+            write_nifti_volume(on_ct, tmp / attention_file(n, reg.region))
+            maps.append((n, on_ct))
         write_report_figure(study, data, maps, tmp / "summary.png")
         if dest.exists():
             shutil.rmtree(dest)
@@ -186,16 +218,6 @@ def write_report(
     return out
 
 
-def _stated_maps(report: StudyReport):
-    """(region, (file name, map, finding id)) of every stated lesion with a map."""
-    n = 0
-    for reg in report.regions:
-        for s in reg.stated:
-            n += 1
-            if s.attention_map is not None:
-                yield reg.region, (f"attention/{n:02d}_{reg.region}.nii.gz", s.attention_map, n)
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
@@ -204,4 +226,11 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
-__all__ = ["StudyReport", "make_report", "report_dict", "write_report"]
+__all__ = [
+    "StudyReport",
+    "make_report",
+    "nearest_voxel",
+    "report_dict",
+    "report_from_context",
+    "write_report",
+]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vipet.data.prompts import build_inference, report_prompt
+from vipet.data.prompts import report_prompt
 from vipet.inference.guard import GuardConfig, GuardResult, check_region
 from vipet.inference.predictor import Predictor, StudyContext
 from vipet.model.attention_map import visual_token_weights
@@ -98,12 +98,8 @@ def explain_region(
     visual = ctx.region_visual(region)
     if visual.resampler_attention is None:
         raise ValueError("encode the study with with_attention=True to explain its report")
-    n = model.visual_tokens_per_region
-    prompt = torch.tensor([build_inference(tok, report_prompt(lang, region, n))["input_ids"]])
-    new = model.generate(
-        prompt, visual=visual, max_new_tokens=max_new_tokens, eos_token_id=predictor.stop
-    )
-    new_ids = [int(t) for t in new[0] if int(t) not in predictor.stop]
+    messages = report_prompt(lang, region, model.visual_tokens_per_region)
+    prompt, new_ids = predictor.generate_ids(messages, visual, max_new_tokens)
     text = tok.decode(new_ids, skip_special_tokens=True)
     findings = ctx.findings(region)
     said = extract_findings(text, lang)
@@ -133,10 +129,12 @@ def explain_region(
             d = les.to_dict()
             d.pop("sentence", None)
             stated.append(StatedLesion(les.sentence, d, (a, b), shares, peak, amap))
-    first = check_region(region, text, findings, lang, config=guard)
-    attention = [
-        None if st.detection is None or not s.slot_attention else s.slot_attention[st.detection]
-        for st, s in zip(first.statements, stated, strict=True)
-    ]
-    result = check_region(region, text, findings, lang, attention=attention, config=guard)
+    result = check_region(
+        region,
+        text,
+        findings,
+        lang,
+        config=guard,
+        slot_attention=[s.slot_attention for s in stated] if stated else None,
+    )
     return RegionReport(region, text, findings, stated, result)

@@ -131,15 +131,18 @@ def check_region(
     lang: str,
     attention: Sequence[float | None] | None = None,
     config: GuardConfig | None = None,
+    slot_attention: Sequence[Sequence[float]] | None = None,
 ) -> GuardResult:
     """The guard on one region: its generated ``text`` against its ``findings`` (the
     head's detections as `vipet.model.findings_slots.Detections.attributes` lists them).
     ``attention``: per stated lesion, in reading order, the share of its attention on
-    its detection's slot (None where unknown)."""
+    its detection's slot (None where unknown); or ``slot_attention``: per stated lesion
+    its share on every finding's slot, of which the guard takes its match's."""
     cfg = config or GuardConfig()
     said = [les.to_dict() for les in extract_findings(text, lang)]
-    if attention is not None and len(attention) != len(said):
-        raise ValueError(f"{len(attention)} attention values for {len(said)} stated lesions")
+    for name, given in (("attention", attention), ("slot_attention", slot_attention)):
+        if given is not None and len(given) != len(said):
+            raise ValueError(f"{len(given)} {name} values for {len(said)} stated lesions")
     match: dict[int, int] = {}
     used: set[int] = set()
     for fields in _PASSES:
@@ -160,8 +163,11 @@ def check_region(
         else:
             diff = _differences(s, findings[j], cfg)
             st = Statement(region, sentence, s, DIFFERS if diff else SUPPORTED, j, diff)
-        if attention is not None and attention[i] is not None:
-            st.attention = float(attention[i])
+        share = None if attention is None else attention[i]
+        if slot_attention is not None and j is not None and j < len(slot_attention[i]):
+            share = slot_attention[i][j]
+        if share is not None:
+            st.attention = float(share)
             st.looked_elsewhere = st.detection is not None and st.attention < cfg.min_attention
         statements.append(st)
     omitted = [Omission(region, j, dict(f)) for j, f in enumerate(findings) if j not in used]

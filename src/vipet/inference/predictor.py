@@ -99,12 +99,25 @@ class Predictor:
         visual = self.model.encode_images(ct, pet, with_attention=with_attention, zones=zones)
         return StudyContext(study.id, regions, [by_region[r] for r in regions], visual)
 
-    def _generate(self, messages: list[dict], visual: VisualFeatures, max_new_tokens: int) -> str:
+    def generate_ids(
+        self, messages: list[dict], visual: VisualFeatures, max_new_tokens: int
+    ) -> tuple[torch.Tensor, list[int]]:
+        """The prompt ids ``(1, T)`` of ``messages`` and the ids the model writes after
+        them, stop tokens and padding left out."""
         ids = torch.tensor([build_inference(self.tokenizer, messages)["input_ids"]])
         new = self.model.generate(
             ids, visual=visual, max_new_tokens=max_new_tokens, eos_token_id=self.stop
         )
-        return self.tokenizer.decode(new[0], skip_special_tokens=True).strip()
+        out = []
+        for t in new[0].tolist():
+            if t in self.stop:
+                break
+            out.append(t)
+        return ids, out
+
+    def _generate(self, messages: list[dict], visual: VisualFeatures, max_new_tokens: int) -> str:
+        _, new = self.generate_ids(messages, visual, max_new_tokens)
+        return self.tokenizer.decode(new, skip_special_tokens=True).strip()
 
     @torch.no_grad()
     def report(

@@ -334,13 +334,15 @@ class ViPetModel(PreTrainedModel):
         markers: torch.Tensor,
         visual: VisualFeatures,
         start: torch.Tensor | None = None,
+        packed: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """``embeds`` with the j-th ``markers`` position of each sample (counting from
         ``start`` (B,), markers already read) given the j-th filled slot's token
-        (`filled_slot_tokens`); a marker past the filled slots keeps its own embedding."""
+        (`filled_slot_tokens`, or ``packed`` when already taken); a marker past the
+        filled slots keeps its own embedding."""
         if not bool(markers.any()):
             return embeds
-        packed, n_filled = self.filled_slot_tokens(visual)
+        packed, n_filled = packed or self.filled_slot_tokens(visual)
         rank = torch.cumsum(markers.long(), dim=1) - 1
         if start is not None:
             rank = rank + start[:, None]
@@ -497,7 +499,8 @@ class ViPetModel(PreTrainedModel):
         marker = self.config.finding_token_id
         embed_tokens = self.get_input_embeddings()
         b = input_ids.shape[0]
-        _, n_filled = self.filled_slot_tokens(visual)
+        slots = self.filled_slot_tokens(visual)  # taken once for the whole decoding
+        n_filled = slots[1]
         embeds = self.embed(input_ids, visual)
         written = (input_ids == marker).sum(dim=1)  # markers in the prompt (a chat history)
         position = attention_mask.long().cumsum(-1) - 1
@@ -535,14 +538,15 @@ class ViPetModel(PreTrainedModel):
                 break
             is_marker = (token == marker) & ~done
             e = self.point_slots(
-                embed_tokens(token[:, None]), is_marker[:, None], visual, start=written
+                embed_tokens(token[:, None]), is_marker[:, None], visual, written, slots
             )
             written = written + is_marker.long()
             next_pos = position[:, -1:] + 1
             step_embeds, step_pos = e, next_pos
             position = torch.cat([position, next_pos], dim=1)
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            all_embeds = torch.cat([all_embeds, e], dim=1)
+            if not use_cache:  # only a decoding without cache reads the whole sequence
+                all_embeds = torch.cat([all_embeds, e], dim=1)
         return torch.stack(new, dim=1) if new else input_ids.new_zeros(b, 0)
 
     def parameter_counts(self) -> dict[str, tuple[int, int]]:

@@ -38,6 +38,9 @@ from pydantic import BaseModel, Field
 
 from vipet import __version__
 from vipet.errors import ViPetError
+from vipet.inference.bundle import nearest_voxel, report_dict, report_from_context
+from vipet.io.volume import Units, Volume
+from vipet.preprocess.resample import resample_to_grid
 from vipet.serve.slices import AXES, WINDOWS, Display, render_mip, render_slice
 from vipet.serve.store import Entry, StudyStore
 from vipet.serve.uploads import Upload, UploadError, UploadLimits, unpack
@@ -214,29 +217,18 @@ def create_app(
         entry = entry_of(sid)
 
         def make() -> dict[str, Any]:
-            from vipet.data.prompts import merge_region_texts
-            from vipet.inference.bundle import StudyReport, report_dict
-            from vipet.inference.explain import explain_region
-
             if lang in entry.reports:
                 return entry.reports[lang][1]
             ctx = context_of(entry)
             with model_lock:
-                regions = [
-                    explain_region(predictor, ctx, r, lang, cfg.report_tokens) for r in ctx.regions
-                ]
-            text = merge_region_texts({r.region: r.text for r in regions}, lang)
-            rep = StudyReport(entry.study.id, lang, text, regions, ctx)
+                rep = report_from_context(predictor, ctx, lang, cfg.report_tokens)
             data = report_dict(rep, entry.study, model_name, predictor.model)
             data["study_id"] = sid  # the store's id: the viewer never sees patient ids
-            d = display_of(entry)
+            grid = display_of(entry).grid
             for f in data["findings"]:
                 peak = f["attention"]["peak"]
                 if peak is not None:
-                    idx = np.round(d.grid.world_to_index(np.asarray(peak["world_mm"])))
-                    f["display_voxel"] = [
-                        int(np.clip(v, 0, n - 1)) for v, n in zip(idx, d.grid.shape, strict=True)
-                    ]
+                    f["display_voxel"] = nearest_voxel(grid, peak["world_mm"])
             entry.reports[lang] = (rep, data)
             return data
 
@@ -283,18 +275,15 @@ def _load_upload(parts: list[Upload], folder: Path, limits: UploadLimits) -> Any
 
 def _finding_map(entry: Entry, d: Display, finding: int) -> np.ndarray:
     """Finding ``finding``'s attention map on the display grid (from any report made)."""
-    from vipet.io.volume import Units, Volume
-    from vipet.preprocess.resample import resample_to_grid
-
     for lang, (rep, _) in entry.reports.items():
+        if (lang, finding) not in entry.maps:
+            samples = {s.region: s for s in rep.context.samples}
+            for n, reg, s, _ in rep.numbered():
+                if n == finding and s.attention_map is not None:
+                    grid = samples[reg.region].grid
+                    vol = Volume.on_grid(s.attention_map, grid, "OT", Units.NORMALISED)
+                    entry.maps[(lang, n)] = resample_to_grid(vol, d.grid, order=1, fill=0.0).array
         if (lang, finding) in entry.maps:
-            return entry.maps[(lang, finding)]
-        samples = {s.region: s for s in rep.context.samples}
-        stated = [(reg.region, s) for reg in rep.regions for s in reg.stated]
-        if 1 <= finding <= len(stated) and stated[finding - 1][1].attention_map is not None:
-            region, s = stated[finding - 1]
-            vol = Volume.on_grid(s.attention_map, samples[region].grid, "OT", Units.NORMALISED)
-            entry.maps[(lang, finding)] = resample_to_grid(vol, d.grid, order=1, fill=0.0).array
             return entry.maps[(lang, finding)]
     raise HTTPException(
         404, f"no finding {finding} in this study's reports (ask for a report first)"

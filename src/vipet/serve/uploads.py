@@ -15,12 +15,14 @@ the uploaded names, so no upload can name a path on the server.
 
 from __future__ import annotations
 
+import io
 import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from vipet.errors import ViPetError
+from vipet.io.nifti import is_nifti_name
 
 DICOM_MAGIC_OFFSET = 128
 
@@ -47,11 +49,6 @@ class Upload:
     data: bytes
 
 
-def _is_nifti(name: str) -> bool:
-    low = name.lower()
-    return low.endswith(".nii") or low.endswith(".nii.gz")
-
-
 def _safe_member(info: zipfile.ZipInfo) -> PurePosixPath:
     name = info.filename.replace("\\", "/")
     path = PurePosixPath(name)
@@ -76,7 +73,7 @@ def unpack(uploads: list[Upload], folder: Path, limits: UploadLimits | None = No
         raise UploadError(f"upload of {total} bytes exceeds the {lim.max_bytes}-byte cap", 413)
     folder.mkdir(parents=True, exist_ok=True)
     zips = [u for u in uploads if u.name.lower().endswith(".zip")]
-    niftis = [u for u in uploads if _is_nifti(u.name)]
+    niftis = [u for u in uploads if is_nifti_name(Path(u.name))]
     others = [u.name for u in uploads if u not in zips and u not in niftis]
     if others:
         raise UploadError(f"{others[0]!r}: upload a .zip of DICOM files or .nii/.nii.gz files")
@@ -111,8 +108,6 @@ def _role(name: str) -> str:
 
 
 def _unzip(upload: Upload, dest: Path, lim: UploadLimits) -> Path:
-    import io
-
     try:
         archive = zipfile.ZipFile(io.BytesIO(upload.data))
     except zipfile.BadZipFile:

@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from vipet.inference.bundle import nearest_voxel
 from vipet.io.study import Study
 from vipet.io.volume import Units, Volume
 from vipet.preprocess.pipeline import resample_pair
@@ -58,10 +59,8 @@ def write_report_figure(
         peak = f["attention"]["peak"]
         if peak is None:
             continue
-        idx = np.round(grid.world_to_index(np.asarray(peak["world_mm"]))).astype(int)
-        peaks[f["id"]] = tuple(
-            int(np.clip(v, 0, n - 1)) for v, n in zip(idx, grid.shape, strict=True)
-        )
+        d, h, w = nearest_voxel(grid, peak["world_mm"])
+        peaks[f["id"]] = (d, h, w)
 
     shown = findings[:MAX_PANELS]
     cols = max(4, len(shown))
