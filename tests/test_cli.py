@@ -135,15 +135,3 @@ def test_phantom_command(tmp_path, capsys) -> None:
     assert (tmp_path / "ph" / "dataset.json").is_file()
     code, _, err = run(capsys, "phantom", "--n", "1", "--out", tmp_path / "ph")
     assert code == 1 and "not empty" in err and err.count("\n") == 1
-
-
-def test_demo_quick_end_to_end(tmp_path, capsys) -> None:
-    code, out, err = run(capsys, "demo", "--quick", "--out", tmp_path / "demo")
-    assert code == 0, err
-    for step in ("1/5", "2/5", "3/5", "4/5", "5/5", "demo done"):
-        assert step in out
-    assert "SUVbw factor:" in out and "Mô tả hình ảnh" in out and "Findings" in out
-    for png in ("phantom_inspect.png", "phantom_regions.png"):
-        assert (tmp_path / "demo" / png).read_bytes()[:4] == b"\x89PNG"
-    manifest = json.loads((tmp_path / "demo" / "cache" / "manifest.json").read_text())
-    assert len(manifest["studies"]) == 2 and manifest["failed"] == []

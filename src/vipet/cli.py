@@ -239,62 +239,25 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's outputs.")] = Path(
         "demo_out"
     ),
-    quick: Annotated[bool, typer.Option("--quick", help="Two studies instead of six.")] = False,
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="16 studies and 80 steps: checks that all runs (~2 min)."),
+    ] = False,
+    config: Annotated[Path, typer.Option("--config", help="cpu-small's training config.")] = Path(
+        "configs/cpu-small.yaml"
+    ),
+    lang: Annotated[str, typer.Option("--lang", help="vi or en.")] = "vi",
 ) -> None:
-    """Phantom PET/CT studies as DICOM → read back with SUV → inspect → report and
-    questions (ground truth) → preprocess → pictures."""
-    import json
-    import shutil
-    import time as clock
+    """The whole pipeline on this CPU: phantom -> preprocess -> train cpu-small ->
+    evaluation table -> one test study's report, answers and summary picture."""
+    from vipet.demo import PLANS, run_demo
+    from vipet.reports.vocab import check_lang
 
-    from vipet.io import LoadOptions, find_studies, load_study
-    from vipet.phantom.dataset import write_dataset
-    from vipet.preprocess import PreprocessConfig
-    from vipet.preprocess.cache import build_cache, load_shard
-    from vipet.reports.render import report_text
-    from vipet.viz.study_figure import write_region_figure
-
-    t0 = clock.perf_counter()
-    n = 2 if quick else 6
-    data = out / "phantom"
-    if data.exists():
-        shutil.rmtree(data)  # the demo's own output from an earlier run
-    typer.echo(f"1/5 vipet phantom --n {n} --layout dicom --out {data}")
-    desc = write_dataset(data, n, seed=0, layout="dicom", workers=2)
-    study_entry = max(desc["studies"], key=lambda e: e["n_lesions"])
-    sid = study_entry["id"]
-
-    typer.echo(f"2/5 vipet inspect {data} --study {sid}  (SUV from the DICOM tags)")
-    cfg = PreprocessConfig()
-    study = load_study(data, LoadOptions(study_id=sid))  # the dataset layout adds ground truth
-    _print_study(study, cfg, out / "phantom_inspect.png")
-
-    gt = json.loads((data / "ground_truth" / f"{sid}.json").read_text(encoding="utf-8"))
-    typer.echo(
-        f"3/5 ground truth of {sid}: {len(gt['lesions'])} lesions; its reports and questions"
-    )
-    for lang in ("vi", "en"):
-        typer.echo("    " + report_text(gt[f"report_{lang}"]).replace("\n", "\n    "))
-    for q in gt["questions_vi"][:3] + gt["questions_en"][:3]:
-        typer.echo(f"    Q: {q['question']}  A: {q['answer']}  ({q['answer_type']})")
-
-    typer.echo(f"4/5 vipet preprocess {data} --out {out / 'cache'} (3 regions x {cfg.grid})")
-    report = build_cache(find_studies(data), out / "cache", cfg, workers=2)
-    entry = next(e for e in _manifest(out / "cache")["studies"] if e["study"] == sid)
-    samples = load_shard(out / "cache" / entry["shard"])
-    typer.echo(f"    built {report.built}, reused {report.reused}, failed {len(report.failed)}")
-
-    typer.echo("5/5 pictures")
-    typer.echo(f"    {out / 'phantom_inspect.png'} (fused coronal/axial, PET MIP, regions)")
-    written = write_region_figure(samples, out / "phantom_regions.png")
-    typer.echo(f"    {written} (model-grid samples with ROI and lesion outlines)")
-    typer.echo(f"demo done in {clock.perf_counter() - t0:.1f} s")
-
-
-def _manifest(cache: Path) -> dict:
-    import json
-
-    return json.loads((cache / "manifest.json").read_text(encoding="utf-8"))
+    try:
+        check_lang(lang)
+    except ValueError as exc:
+        raise ConfigError(f"--lang {lang!r}: {exc}") from None
+    run_demo(out, PLANS["quick" if quick else "full"], config, lang, log=typer.echo)
 
 
 @app.command()

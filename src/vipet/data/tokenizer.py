@@ -22,6 +22,7 @@ Generation stops at either `END_TOKEN` (the end of an assistant turn) or eos:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -324,6 +325,12 @@ def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerBase:
             f"not a tokenizer folder (none of {', '.join(_TOKENIZER_FILES)})", directory
         )
     try:
+        # The class the folder names, loaded directly: AutoTokenizer would first read the
+        # folder's config.json, which in a saved ViPET model is the whole model's
+        # (model_type "vipet"), and warn that it is not a tokenizer's.
+        cls = _saved_tokenizer_class(directory)
+        if cls is not None:
+            return cls.from_pretrained(str(directory), local_files_only=True)
         return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise InputError(f"cannot load the tokenizer ({exc})", directory) from exc
@@ -353,3 +360,14 @@ __all__ = [
     "synthetic_corpus",
     "train_tokenizer",
 ]
+
+
+def _saved_tokenizer_class(directory: Path) -> Any:
+    """The tokenizer class named by ``directory/tokenizer_config.json``, or None."""
+    from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
+
+    cfg = directory / "tokenizer_config.json"
+    if not cfg.is_file():
+        return None
+    name = json.loads(cfg.read_text(encoding="utf-8")).get("tokenizer_class")
+    return tokenizer_class_from_name(name) if isinstance(name, str) else None

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -268,12 +268,16 @@ def _get(d: Any, path: tuple[str, ...]) -> Any:
     return d
 
 
-def markdown_table(results: Mapping[str, dict[str, Any]]) -> str:
-    head = "| system | " + " | ".join(c for c, _ in TABLE_COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (len(TABLE_COLUMNS) + 1)]
+def markdown_table(
+    results: Mapping[str, dict[str, Any]],
+    columns: Sequence[tuple[str, tuple[str, ...]]] = TABLE_COLUMNS,
+) -> str:
+    """One row per system; ``columns`` are (header, path into the results) pairs."""
+    head = "| system | " + " | ".join(c for c, _ in columns) + " |"
+    lines = [head, "|" + "---|" * (len(columns) + 1)]
     for name, res in results.items():
         cells = []
-        for _, path in TABLE_COLUMNS:
+        for _, path in columns:
             v = _get(res, path)
             cells.append("–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
