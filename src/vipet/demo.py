@@ -66,7 +66,7 @@ class DemoPlan:
 
 
 PLANS: dict[str, DemoPlan] = {
-    "full": DemoPlan(studies=160, vision_steps=600, language_steps=500, warmup_steps=60),
+    "full": DemoPlan(studies=120, vision_steps=500, language_steps=400, warmup_steps=50),
     "quick": DemoPlan(studies=16, vision_steps=40, language_steps=40, warmup_steps=8, meteor=False),
 }
 """The demo's sizes (read-only registry): ``vipet demo`` runs ``full``, ``--quick`` the other."""

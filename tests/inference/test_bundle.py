@@ -70,6 +70,7 @@ def test_report_folder_holds_text_findings_guard_and_maps(setup, tmp_path) -> No
     written = write_report(rep, study, tmp_path / "out", "tiny-test", predictor.model)
 
     assert (tmp_path / "out" / "report.txt").read_text().startswith("Mô tả hình ảnh:")
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755  # not mkdtemp's private 0700
     doc = json.loads((tmp_path / "out" / "report.json").read_text())
     assert doc["study_id"] == sid and doc["model"]["name"] == "tiny-test"
     assert len(doc["model"]["config_hash"]) == 16

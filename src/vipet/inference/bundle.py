@@ -188,6 +188,7 @@ def write_report(
     dest = Path(out_dir)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would stay on the renamed folder: readable by its owner only
     try:
         data = report_dict(report, study, model_name, model)
         (tmp / "report.txt").write_text(report.text + "\n", encoding="utf-8")

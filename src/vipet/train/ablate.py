@@ -351,8 +351,10 @@ def _mass_cell(attention: Any) -> str:
 def markdown(results: dict[str, Any]) -> str:
     """The ablation table with a caption saying what was compared and how to read it."""
     budget = results["budget"]
+    vision = budget.get("vision_steps") or 0  # absent from tables written before it was kept
+    phases = f"; the first {vision} of them the vision phase" if vision else ""
     subset = (
-        f"first {results['max_studies']} studies of"
+        f"the first {results['max_studies']} studies of"
         if results.get("max_studies")
         else "all studies of"
     )
@@ -368,7 +370,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"# Ablation ({Path(results['config']).name})",
         "",
         f"Budget: {budget['max_steps']} optimizer steps x {budget['batch_size']} examples "
-        f"(grad accum {budget['grad_accum']}), seed {budget['seed']}; scored on the "
+        f"(grad accum {budget['grad_accum']}{phases}), seed {budget['seed']}; scored on "
         f"{subset} the {results['split']} split ({results['lang']}).",
     ]
     if chance is not None:
@@ -426,6 +428,7 @@ def run_ablation(
             "batch_size": base.optim.batch_size,
             "grad_accum": base.optim.grad_accum,
             "seed": base.optim.seed,
+            "vision_steps": base.vision_steps,
         },
         "base_config": _comparable(base),
         "variants": {},
