@@ -406,12 +406,15 @@ def evaluate(
     typer.echo("wrote " + ", ".join(str(f) for f in files))
 
 
-def _ensure_cache(data: Path, cache: Path, preset: str, workers: int) -> Path:
-    """The sample cache of ``data`` on the grid of model ``preset``, built when missing."""
+def _ensure_cache(
+    data: Path, cache: Path, preset: str, workers: int, grid: tuple[int, int, int] | None = None
+) -> Path:
+    """The sample cache of ``data`` on the grid of model ``preset`` (or on ``grid``),
+    built when missing."""
     from vipet.model.presets import model_grid
     from vipet.preprocess.cache import MANIFEST, ensure_cache
 
-    grid = model_grid(preset)
+    grid = grid or model_grid(preset)
     if not (cache / MANIFEST).is_file():
         typer.echo(f"building the sample cache on the {grid} grid -> {cache}")
     ensure_cache(data, cache, grid, workers=workers)
@@ -520,6 +523,44 @@ def ablate(
     results = run_ablation(ab, log=typer.echo)
     typer.echo(markdown(results))
     typer.echo(f"wrote {out / 'ablation.json'}, {out / 'ablation.md'}")
+
+
+@app.command()
+def calibrate(
+    checkpoint: Annotated[
+        Path,
+        typer.Option("--checkpoint", help="A saved ViPET model folder (vipet train's model/)."),
+    ],
+    data: Annotated[Path, typer.Option("--data", help="The ViPET dataset it was trained on.")],
+    cache: Annotated[
+        Path | None, typer.Option("--cache", help="Preprocessed-sample cache (built when missing).")
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="Split to tune on (never test).")] = "val",
+    min_support: Annotated[
+        int, typer.Option("--min-support", min=1, help="Candidates a class needs to move.")
+    ] = 5,
+    write: Annotated[
+        bool, typer.Option("--write/--dry-run", help="Store the thresholds in config.json.")
+    ] = True,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Workers for building the cache.")
+    ] = 2,
+) -> None:
+    """Tune the finding slots' heatmap threshold per lesion class (type x avidity) on the
+    validation split, and store them in the model's config.json (no weight changes)."""
+    from vipet.inference.calibrate import calibrate_model, calibration_table
+    from vipet.model.checkpoint import load_vipet
+
+    if split == "test":
+        raise ConfigError("calibrate on the validation (or train) split, never on test")
+    loaded = load_vipet(checkpoint)  # refuses a folder that is no model, before any cache work
+    grid = tuple(int(v) for v in loaded[0].config.ct_encoder["image_size"])
+    cache = _ensure_cache(data, cache or checkpoint.parent / "cache", "", workers, grid)
+    result = calibrate_model(
+        checkpoint, data, cache, split, min_support=min_support, write=write, loaded=loaded
+    )
+    typer.echo(calibration_table(result))
+    typer.echo(f"wrote {checkpoint / 'config.json'}" if write else "dry run: nothing written")
 
 
 @app.command()

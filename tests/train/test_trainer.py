@@ -482,3 +482,23 @@ def test_cli_train_with_config_and_overrides(tmp_path, capsys) -> None:
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and (out / "model" / "config.json").is_file()
     assert (out / "cache" / "manifest.json").is_file()
+
+
+def test_calibrate_slots_after_training(tok, data, tmp_path, capsys) -> None:
+    """calibrate_slots tunes the saved model's thresholds on the validation split; the
+    command does the same afterwards, and a dry run writes nothing."""
+    from vipet.cli import main
+
+    out = tmp_path / "cal"
+    fit(_cfg(out, max_steps=2, vision_steps=1, loss=FINDINGS, calibrate_slots=True), tok, *data)
+    result = json.loads((out / "calibration.json").read_text())
+    assert set(result) == {"default", "thresholds", "before", "after", "support"}
+    model, _ = load_vipet(out / "model")  # the stored thresholds pass the config's checks
+    assert model.config.slot_thresholds == (result["thresholds"] or None)
+    before = (out / "model" / "config.json").read_text()
+    args = ["calibrate", "--checkpoint", str(out / "model"), "--data", str(data[0])]
+    assert main([*args, "--cache", str(data[1]), "--dry-run"]) == 0
+    assert "F1-TPF" in capsys.readouterr().out
+    assert (out / "model" / "config.json").read_text() == before
+    with pytest.raises(ValueError, match="calibrate_slots"):
+        _cfg(out, calibrate_slots=True, val_split=None)

@@ -15,10 +15,11 @@ from typing import Any
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from vipet.model.diag_head import DiagHeadConfig
+from vipet.model.diag_head import AVIDITY, DiagHeadConfig
 from vipet.model.encoder3d import EncoderConfig
 from vipet.model.fusion import FUSIONS, FusionConfig
 from vipet.model.projector import ProjectorConfig
+from vipet.reports.schema import LESION_TYPES
 
 # A tiny Llama-style decoder: trains on a laptop CPU (see configs/ for real LMs).
 TINY_TEXT_CONFIG: dict[str, Any] = {
@@ -74,6 +75,10 @@ class ViPetConfig(PreTrainedConfig):
     """A local maximum of the head's lesion-centre heatmap above this is a detection
     (fills a slot). It is no weight: a trained model's can be re-calibrated (its
     config.json) without retraining."""
+    slot_thresholds: dict | None = None
+    """Per-class thresholds in place of ``slot_threshold``, keyed ``"<type>/avid"`` or
+    ``"<type>/not_avid"`` (the class the head reads at the peak); classes not named keep
+    ``slot_threshold``. Set by `vipet calibrate` on the validation split; no weight either."""
     pet_scaling: str = "log"
     """How the preprocessing scaled PET to [0, 1] ("log" or "linear", `pet.scaling`), so
     a detection's SUVmax can be read back from the model's input."""
@@ -141,6 +146,7 @@ class ViPetConfig(PreTrainedConfig):
             )
         if not 0.0 < self.slot_threshold < 1.0:
             raise ValueError(f"slot_threshold must be in (0, 1), got {self.slot_threshold!r}")
+        self.class_threshold_table()  # refuses unknown classes and values outside (0, 1]
         if self.pet_scaling not in ("log", "linear") or not self.pet_vmax > 0:
             raise ValueError(
                 f"pet_scaling must be 'log' or 'linear' and pet_vmax > 0, got "
@@ -150,6 +156,24 @@ class ViPetConfig(PreTrainedConfig):
             raise ValueError(
                 f"attention_top_heads must be in (0, 1], got {self.attention_top_heads}"
             )
+
+    def class_threshold_table(self) -> list[list[float]] | None:
+        """``slot_thresholds`` as a (len(LESION_TYPES), 2) table (avid, not avid), the
+        other classes at ``slot_threshold``; None when there are none."""
+        if not self.slot_thresholds:
+            return None
+        table = [[self.slot_threshold] * len(AVIDITY) for _ in LESION_TYPES]
+        for key, value in self.slot_thresholds.items():
+            kind, _, avidity = str(key).partition("/")
+            if kind not in LESION_TYPES or avidity not in AVIDITY:
+                raise ValueError(
+                    f"slot_thresholds: unknown class {key!r}; write '<type>/avid' or "
+                    f"'<type>/not_avid' with a type from {list(LESION_TYPES)}"
+                )
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise ValueError(f"slot_thresholds[{key!r}] must be in (0, 1], got {value!r}")
+            table[LESION_TYPES.index(kind)][AVIDITY.index(avidity)] = float(value)
+        return table
 
     # Typed views of the stored dicts (not "*_config": transformers reserves fusion_config).
     @property

@@ -166,18 +166,29 @@ def detect(
     zones: torch.Tensor | None = None,
     pet_scaling: str = "log",
     pet_vmax: float = 30.0,
+    class_thresholds: torch.Tensor | None = None,
 ) -> Detections:
     """The findings the head's maps show in ``B`` volumes: local maxima of the centre
     heatmap above ``threshold`` (3x3x3 neighbourhood), at most ``slots`` per volume (the
     strongest), in report order. ``pet`` (B, D, H, W) is the preprocessed PET the maps
     come from (for SUVmax); ``zones`` (B, 2): the slices [lo, hi) of each volume that
     belong to its region — a lesion centred in the overlap with a neighbouring region
-    is that region's to report, so each lesion is described once."""
+    is that region's to report, so each lesion is described once.
+
+    ``class_thresholds`` (len(LESION_TYPES), 2): a threshold per class the head reads
+    at the peak (type x avidity, avid first), in place of ``threshold``
+    (`vipet.inference.calibrate`: a rare or faint class is not held to the bar of the
+    common, bright ones)."""
     heat = torch.sigmoid(dense.heat.float())
     b, d0, h0, w0 = heat.shape
     if pet.dim() != 4 or pet.shape[0] != b:
         raise ValueError(f"pet must be (B, D, H, W) with B = {b}, got {tuple(pet.shape)}")
-    peak = (heat == F.max_pool3d(heat[:, None], 3, 1, 1)[:, 0]) & (heat > threshold)
+    if class_thresholds is not None and tuple(class_thresholds.shape) != (len(LESION_TYPES), 2):
+        raise ValueError(
+            f"class_thresholds must be ({len(LESION_TYPES)}, 2), got {tuple(class_thresholds.shape)}"
+        )
+    floor = threshold if class_thresholds is None else float(class_thresholds.min())
+    peak = (heat == F.max_pool3d(heat[:, None], 3, 1, 1)[:, 0]) & (heat > floor)
     seg = dense.lesion > 0  # sigmoid > 0.5
     scale = [pet.shape[1 + i] // s for i, s in enumerate((d0, h0, w0))]
     cell = [s // g for s, g in zip((d0, h0, w0), token_grid, strict=True)]
@@ -193,22 +204,33 @@ def detect(
             out.attributes.append([])
             continue
         score = heat[i][tuple(found.T)]
-        found = found[score.argsort(descending=True)[:slots]]
+        # Strongest first; with class thresholds every candidate is read before the
+        # K strongest that pass are kept (a weak peak of a faint class may pass where a
+        # stronger one of a strict class does not).
+        found = found[score.argsort(descending=True)]
+        if class_thresholds is None:
+            found = found[:slots]
         rows = []
         for z, y, x in found.tolist():
+            if len(rows) == slots:
+                break
             # Attributes are read as the mean probability over the peak's 3x3x3
             # neighbourhood (inside the volume), computed at the peaks only: pooling
             # every class map over the whole volume cost more than the encoders.
             near = (i, slice(None), *(slice(max(0, v - 1), v + 2) for v in (z, y, x)))
             mean = lambda m: m.flatten(1).mean(dim=1)  # noqa: E731
             t = int(mean(torch.softmax(dense.types[near].float(), dim=0)).argmax())
+            avid = float(torch.sigmoid(dense.avid[near[:1] + near[2:]].float()).mean())
+            if class_thresholds is not None and not float(heat[i, z, y, x]) > float(
+                class_thresholds[t, 0 if avid > 0.5 else 1]
+            ):
+                continue
             f = int(mean(torch.softmax(dense.fine[near].float(), dim=0)).argmax())
             s = (
                 int(mean(torch.softmax(dense.side[near].float(), dim=0)).argmax())
                 if LATERAL_FINE[f]
                 else LATERALITIES.index("none")
             )
-            avid = float(torch.sigmoid(dense.avid[near[:1] + near[2:]].float()).mean())
             size = float(torch.exp(dense.log_size[near[:1] + near[2:]].float().mean()))
             suv = _suvmax(pet[i], seg[i], (z, y, x), scale, pet_scaling, pet_vmax)
             rows.append(

@@ -213,8 +213,13 @@ class ViPetModel(PreTrainedModel):
                 None if zones is None else zones.reshape(b * r, 2),
                 self.config.pet_scaling,
                 self.config.pet_vmax,
+                self._class_thresholds(),
             )
         return VisionOutput(fused, grid, tuple(ct.shape[2:]), dense, detections)
+
+    def _class_thresholds(self) -> torch.Tensor | None:
+        table = self.config.class_threshold_table()
+        return None if table is None else torch.tensor(table)
 
     def visual_tokens(
         self,

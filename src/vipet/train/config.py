@@ -124,6 +124,10 @@ class TrainConfig:
     """Split trained on."""
     val_split: str | None = "val"
     """Split evaluated every ``eval_every`` steps (None: no evaluation)."""
+    calibrate_slots: bool = False
+    """After training, tune the finding slots' threshold per lesion class on
+    ``val_split`` and store them in the saved model (`vipet.inference.calibrate`; the
+    same as ``vipet calibrate`` afterwards). Needs finding slots and a validation split."""
     eval_every: int = 0
     """Evaluate every this many optimizer steps (0: never)."""
     eval_batches: int = 0
@@ -176,6 +180,10 @@ class TrainConfig:
             raise ValueError("out_dir must not be empty")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}")
+        if not isinstance(self.calibrate_slots, bool):
+            raise ValueError(f"calibrate_slots must be true or false, got {self.calibrate_slots!r}")
+        if self.calibrate_slots and self.val_split is None:
+            raise ValueError("calibrate_slots tunes on the validation split: set val_split")
         if not isinstance(self.resume, bool):
             raise ValueError(f"resume must be true or false, got {self.resume!r}")
         if self.val_split is not None and self.val_split == self.train_split:

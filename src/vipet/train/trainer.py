@@ -57,7 +57,7 @@ from vipet.data.prompts import IGNORE_INDEX
 from vipet.data.tokenizer import FINDING_TOKEN
 from vipet.data.vision import VisionCrops, collate_crops
 from vipet.errors import ConfigError
-from vipet.io.atomic import atomic_output
+from vipet.io.atomic import atomic_output, atomic_write_bytes
 from vipet.model.checkpoint import save_vipet
 from vipet.model.diag_head import (
     diag_loss,
@@ -968,5 +968,20 @@ def _fit(cfg, tokenizer, data_root, cache_dir, on_step, until, d: Dist) -> dict[
             rank_print(d, f"training curves: {plot_curves(metrics, title=out.name)}")
         if board is not None:
             board.close()
+        if cfg.calibrate_slots and state.raw_model.config.findings_slots:
+            _calibrate(cfg, model_dir, data_root, cache_dir, d)
     _barrier(d)
     return {"step": state.step, "train": log, "val": val_log, "model": model_dir}
+
+
+def _calibrate(cfg: TrainConfig, model_dir: Path, data_root, cache_dir, d: Dist) -> None:
+    """Per-class slot thresholds on the validation split, into the saved model; the
+    result also in ``out_dir/calibration.json``."""
+    from vipet.inference.calibrate import calibrate_model, calibration_table
+
+    result = calibrate_model(model_dir, Path(data_root), Path(cache_dir), cfg.val_split)
+    atomic_write_bytes(
+        Path(cfg.out_dir) / "calibration.json",
+        (json.dumps(result.to_dict(), indent=2) + "\n").encode(),
+    )
+    rank_print(d, f"slot thresholds calibrated on {cfg.val_split}:\n{calibration_table(result)}")
