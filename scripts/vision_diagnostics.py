@@ -25,14 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from vipet.data.dataset import ViPetDataset
-from vipet.evaluation.clinical import clinical_scores
-from vipet.evaluation.runner import references, split_ids
+from vipet.evaluation.detector import candidates, detector_scores, load_split, select
 from vipet.model.checkpoint import load_vipet
-from vipet.model.findings_slots import detect
-from vipet.reports.schema import REGIONS
 
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5)
 
@@ -73,51 +68,16 @@ def main() -> None:
     args = ap.parse_args()
 
     model, tok = load_model(args.run, args.data, args.tokenizer)
-    model.eval()
-    ds = ViPetDataset(args.data, args.cache, args.split, tok, model.visual_tokens_per_region)
-    ids = split_ids(args.data, args.split, args.max_studies)
-    refs = references(args.data, ids, "en")
+    ds, ids, ref = load_split(args.data, args.cache, args.split, model, tok, args.max_studies)
     k = model.config.findings_slots
-    found: dict[str, list[tuple[float, dict[str, Any], str]]] = {}
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        for sid in tqdm(ids, desc="detect", leave=False):
-            samples = ds._samples(sid)
-            chosen = [samples[r] for r in REGIONS]
-            ct = torch.stack([torch.from_numpy(s.ct.astype("float32")) for s in chosen])[:, None]
-            pet = torch.stack([torch.from_numpy(s.pet.astype("float32")) for s in chosen])[:, None]
-            zones = torch.tensor([ds._zones(s) for s in chosen])
-            _, grid, dense = model._encode(ct, pet)
-            det = detect(
-                dense,
-                pet[:, 0],
-                grid,
-                k,
-                min(args.thresholds),
-                zones,
-                model.config.pet_scaling,
-                model.config.pet_vmax,
-            )
-            found[sid] = [
-                (float(a["score"]), a, region)
-                for region, attrs in zip(REGIONS, det.attributes, strict=True)
-                for a in attrs
-            ]
-    ref = {sid: refs[sid]["lesions"] or [] for sid in ids}
-    rows = []
-    for thr in args.thresholds:
-        pred = {sid: [a for s, a, _ in found[sid] if s >= thr] for sid in ids}
-        sc = clinical_scores(pred, ref)
-        n_pred = sum(len(v) for v in pred.values())
-        rows.append(
-            {
-                "threshold": thr,
-                "n_pred": n_pred,
-                "n_ref": sc["T"]["n_ref"],
-                **{m: round(sc[m], 3) for m in ("f1_t", "f1_tp", "f1_tf", "f1_tpf")},
-                "suvmax_mae": sc["suvmax_mae"],
-                "size_mae_mm": sc["size_mae_mm"],
-            }
-        )
+    found = candidates(model, ds, ids, floor=min(args.thresholds))
+    rows = [
+        {"threshold": thr, **detector_scores(select(found, thr, k), ref)} for thr in args.thresholds
+    ]
+    calibrated = model.config.slot_thresholds
+    if calibrated:
+        chosen = select(found, model.config.slot_threshold, k, calibrated)
+        rows.append({"threshold": "calibrated", **detector_scores(chosen, ref)})
     print(f"findings head as a detector on {len(ids)} {args.split} studies (K = {k} per region)")
     print(
         "| threshold | found | reference | F1-T | F1-TP | F1-TF | F1-TPF | SUVmax MAE | size MAE mm |"
@@ -130,11 +90,13 @@ def main() -> None:
             f"{r['f1_tp']:.3f} | {r['f1_tf']:.3f} | {r['f1_tpf']:.3f} | "
             f"{mae(r['suvmax_mae'])} | {mae(r['size_mae_mm'])} |"
         )
-    # Recall per reference type: a detection of that type in the lesion's region.
+    # Recall per reference type: a detection of that type in the lesion's region, at
+    # the model's own thresholds (calibrated ones when it has them).
     thr = model.config.slot_threshold
+    kept = select(found, thr, k, calibrated)
     hit: dict[str, list[int]] = {}
     for sid in ids:
-        preds = [(a["type"], region) for s, a, region in found[sid] if s >= thr]
+        preds = [(a["type"], a["region"]) for a in kept[sid]]
         for les in ref[sid]:
             key = f"{les['type']} ({'avid' if les.get('fdg_avid') else 'non-avid'})"
             h = hit.setdefault(key, [0, 0])
@@ -142,15 +104,14 @@ def main() -> None:
             if (les["type"], les.get("region")) in preds:
                 preds.remove((les["type"], les.get("region")))
                 h[0] += 1
-    print(f"\nrecall by type at threshold {thr} (same type, same region):")
+    at = "the calibrated thresholds" if calibrated else f"threshold {thr}"
+    print(f"\nrecall by type at {at} (same type, same region):")
     for key, (a, n) in sorted(hit.items(), key=lambda x: -x[1][1]):
         print(f"  {key:32s} {a:4d}/{n:<4d} {a / n:.2f}")
     if args.json:
         # and each study's detections at the model's threshold, for comparing with what
         # the reports say (scripts/copy_fidelity.py)
-        per_study = {
-            sid: [{**a, "region": region} for s, a, region in found[sid] if s >= thr] for sid in ids
-        }
+        per_study = {sid: kept[sid] for sid in ids}
         out = {"rows": rows, "recall": hit, "detections": per_study}
         args.json.write_text(json.dumps(out, indent=2) + "\n")
 
