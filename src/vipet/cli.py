@@ -406,15 +406,10 @@ def evaluate(
     typer.echo("wrote " + ", ".join(str(f) for f in files))
 
 
-def _ensure_cache(
-    data: Path, cache: Path, preset: str, workers: int, grid: tuple[int, int, int] | None = None
-) -> Path:
-    """The sample cache of ``data`` on the grid of model ``preset`` (or on ``grid``),
-    built when missing."""
-    from vipet.model.presets import model_grid
+def _ensure_cache(data: Path, cache: Path, grid: tuple[int, int, int], workers: int) -> Path:
+    """The sample cache of ``data`` on ``grid`` (a model's region grid), built when missing."""
     from vipet.preprocess.cache import MANIFEST, ensure_cache
 
-    grid = grid or model_grid(preset)
     if not (cache / MANIFEST).is_file():
         typer.echo(f"building the sample cache on the {grid} grid -> {cache}")
     ensure_cache(data, cache, grid, workers=workers)
@@ -448,7 +443,11 @@ def train(
     from vipet.train.trainer import fit
 
     cfg = load_config(TrainConfig, config, overrides or [])
-    cache = _ensure_cache(data, cache or Path(cfg.out_dir) / "cache", cfg.model, workers)
+    from vipet.model.presets import model_grid
+
+    cache = _ensure_cache(
+        data, cache or Path(cfg.out_dir) / "cache", model_grid(cfg.model), workers
+    )
     if tokenizer:
         tok = load_tokenizer(tokenizer)
     elif cfg.init_from or cfg.lm_path:
@@ -554,8 +553,8 @@ def calibrate(
     if split == "test":
         raise ConfigError("calibrate on the validation (or train) split, never on test")
     loaded = load_vipet(checkpoint)  # refuses a folder that is no model, before any cache work
-    grid = tuple(int(v) for v in loaded[0].config.ct_encoder["image_size"])
-    cache = _ensure_cache(data, cache or checkpoint.parent / "cache", "", workers, grid)
+    grid = loaded[0].config.ct_encoder_settings.image_size
+    cache = _ensure_cache(data, cache or checkpoint.parent / "cache", grid, workers)
     result = calibrate_model(
         checkpoint, data, cache, split, min_support=min_support, write=write, loaded=loaded
     )

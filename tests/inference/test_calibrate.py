@@ -11,7 +11,7 @@ import torch
 
 from vipet.cli import main
 from vipet.evaluation.clinical import clinical_scores
-from vipet.evaluation.detector import Candidate, class_labels, quick_f1, select
+from vipet.evaluation.detector import Candidate, quick_f1, select
 from vipet.inference.calibrate import calibrate, write_thresholds
 from vipet.model.config import ViPetConfig
 from vipet.model.diag_head import OUTPUTS, DenseFindings
@@ -100,7 +100,6 @@ def test_config_threshold_table_and_its_errors() -> None:
     table = cfg.class_threshold_table()
     assert table[LESION_TYPES.index("nodule")] == [cfg.slot_threshold, 0.15]
     assert table[LESION_TYPES.index("effusion")][0] == 1.0
-    assert len(class_labels()) == 2 * len(LESION_TYPES)
     assert ViPetConfig().class_threshold_table() is None
     with pytest.raises(ValueError, match="unknown class 'nodules/avid'"):
         ViPetConfig(slot_thresholds={"nodules/avid": 0.2})
@@ -117,7 +116,9 @@ def _dense(types_at: dict[tuple[int, int, int], int], heat_at: dict) -> DenseFin
     maps["avid"][:] = 8.0
     for vox, t in types_at.items():
         z, y, x = vox
-        maps["types"][0, t, max(0, z - 1) : z + 2, max(0, y - 1) : y + 2, max(0, x - 1) : x + 2] = 8.0
+        maps["types"][0, t, max(0, z - 1) : z + 2, max(0, y - 1) : y + 2, max(0, x - 1) : x + 2] = (
+            8.0
+        )
     return DenseFindings(**maps)
 
 

@@ -24,7 +24,6 @@ from tqdm import tqdm
 from vipet.evaluation.clinical import METRICS, OTHER, clinical_scores
 from vipet.model.diag_head import AVIDITY
 from vipet.model.findings_slots import detect
-from vipet.reports.schema import LESION_TYPES
 
 
 @dataclass(frozen=True)
@@ -39,11 +38,6 @@ class Candidate:
     def label(self) -> str:
         """Its class, ``"<type>/avid"`` or ``"<type>/not_avid"`` (`ViPetConfig.slot_thresholds`)."""
         return f"{self.finding['type']}/{AVIDITY[0 if self.finding['fdg_avid'] else 1]}"
-
-
-def class_labels() -> list[str]:
-    """Every type x avidity class, in `ViPetConfig.class_threshold_table` order."""
-    return [f"{t}/{a}" for t in LESION_TYPES for a in AVIDITY]
 
 
 @torch.no_grad()

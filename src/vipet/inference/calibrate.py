@@ -16,17 +16,15 @@ seen twice in the split keeps the default rather than a threshold fitted to two 
 from __future__ import annotations
 
 import json
-import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vipet.errors import InputError
 from vipet.evaluation.detector import Candidate, quick_f1, select
 from vipet.io.atomic import atomic_write_bytes
-
-log = logging.getLogger(__name__)
 
 GRID: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8, 1.0)
 """Thresholds tried per class; 1.0 switches a class off (a sigmoid never exceeds it)."""
@@ -42,16 +40,10 @@ class Calibration:
     before: dict[str, float]
     after: dict[str, float]
     support: dict[str, int] = field(default_factory=dict)
-    """Candidates above the grid's lowest threshold, per class."""
+    """Candidates per class (peaks above the floor they were collected at)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "default": self.default,
-            "thresholds": self.thresholds,
-            "before": self.before,
-            "after": self.after,
-            "support": self.support,
-        }
+        return asdict(self)
 
 
 def _objective(scores: Mapping[str, float], objective: Sequence[str]) -> float:
@@ -73,11 +65,7 @@ def calibrate(
     tries every grid value for each class in turn, the others held. A move must raise
     the objective (ties keep the current value, so the default stays where the split
     cannot tell)."""
-    support: dict[str, int] = {}
-    for cands in found.values():
-        for c in cands:
-            if c.score > min(grid):
-                support[c.label] = support.get(c.label, 0) + 1
+    support = dict(Counter(c.label for cands in found.values() for c in cands))
     movable = sorted(k for k, n in support.items() if n >= min_support)
     current = dict.fromkeys(movable, default)
 
