@@ -5,11 +5,12 @@ findings head's detections, so a report's errors mix the detector's with the LM'
 the slots hold the lesions the reference describes instead (the teacher slots training
 uses, `vipet.model.findings_slots.teacher_detections`), so whatever a report still gets
 wrong is the language model's: the F1-T of these reports is the LM's ceiling on a
-perfect detector. Writes predictions JSONL (reports only) for
+perfect detector. ``--questions`` answers the study's questions from the same slots too
+(closed-question accuracy on a perfect detector). Writes predictions JSONL for
 ``vipet evaluate --predictions``:
 
     .venv/bin/python scripts/teacher_slot_reports.py runs/cpu-small/model DATA CACHE \\
-        --out runs/cpu-small/teacher_slots.jsonl [--split test] [--max-studies N]
+        --out runs/cpu-small/teacher_slots.jsonl [--split test] [--max-studies N] [--questions]
     vipet evaluate --data DATA --predictions runs/cpu-small/teacher_slots.jsonl --no-baselines
 """
 
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from vipet.data.dataset import ViPetDataset
 from vipet.evaluation.runner import split_ids
 from vipet.inference.predictor import Predictor, StudyContext
+from vipet.io.vipet_dataset import ground_truth
 from vipet.model.findings_slots import teacher_detections
 from vipet.train.memo import cat_detections
 
@@ -39,6 +41,7 @@ def main() -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--lang", default="vi")
     ap.add_argument("--max-studies", type=int, default=None)
+    ap.add_argument("--questions", action="store_true", help="answer the questions too")
     args = ap.parse_args()
 
     predictor = Predictor.from_checkpoint(args.model)
@@ -80,7 +83,18 @@ def main() -> None:
             visual = model.visual_tokens(vision, 1, teacher=cat_detections(parts))
             ctx = StudyContext(sid, regions, [samples[r] for r in regions], visual)
             report = predictor.report(ctx, args.lang, by_region=True)
-            rows.append({"id": sid, "lang": args.lang, "report": report, "answers": []})
+            answers = []
+            if args.questions:
+                answers = [
+                    {
+                        "question": q["question"],
+                        "prediction": predictor.ask(
+                            ctx, q["question"], args.lang, region=q.get("region")
+                        ),
+                    }
+                    for q in ground_truth(args.data, sid).get(f"questions_{args.lang}", [])
+                ]
+            rows.append({"id": sid, "lang": args.lang, "report": report, "answers": answers})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
