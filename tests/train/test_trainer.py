@@ -22,7 +22,6 @@ from vipet.data.dataset import DataConfig
 from vipet.data.vision import CropConfig
 from vipet.errors import ConfigError
 from vipet.model.checkpoint import load_vipet
-from vipet.model.findings_slots import SLOT_FEATURES, Detections
 from vipet.model.vipet import PARTS as MODEL_PARTS
 from vipet.model.vipet import VISION_PARTS
 from vipet.phantom.dataset import write_dataset
@@ -113,11 +112,6 @@ def straight(tok, data, tmp_path_factory) -> Path:
         {"vision_batch_size": 0},
         {"freeze_vision": "yes"},
         {"slot_teacher": 1.5},
-        {"slot_teacher_tasks": ()},
-        {"slot_teacher_tasks": ("summary",)},
-        # the head's detections of every training volume are known only when memoised
-        {"slot_teacher_tasks": ("report",)},
-        {"slot_teacher_tasks": ("report",), "vision_steps": 2, "freeze_vision": False},
     ],
 )
 def test_config_rejects_bad_values(kwargs) -> None:
@@ -461,68 +455,6 @@ def test_slot_teacher_forces_the_chosen_steps(tok, data, tmp_path, monkeypatch) 
         if t is not None:  # built once per volume by the memo of the language phase
             assert isinstance(t, Detections) and t.slots == slots
             assert bool(t.filled.any()) and (t.scores == t.filled.float()).all()
-
-
-def _detections(volumes: int, value: float) -> Detections:
-    """``volumes`` volumes of 2 slots whose every number is ``value``."""
-    full = lambda *shape: torch.full(shape, value)  # noqa: E731
-    return Detections(
-        full(volumes, 2, SLOT_FEATURES),
-        torch.ones(volumes, 2, dtype=torch.bool),
-        full(volumes, 2, 5),
-        full(volumes, 2),
-        full(volumes, 2, 3).long(),
-        [[{"v": value, "volume": i}] for i in range(volumes)],
-    )
-
-
-def test_slot_teacher_tasks_keep_the_heads_detections_for_the_others() -> None:
-    from vipet.train.trainer import _teacher_for_tasks
-
-    # three examples of three volumes each (whole-study items): report, vqa, report
-    teacher, head = _detections(9, 1.0), _detections(9, 2.0)
-    vision = SimpleNamespace(detections=head)
-    tasks = ["report", "vqa", "report"]
-    got = _teacher_for_tasks(teacher, vision, tasks, ("report",))
-    want = torch.tensor([1.0] * 3 + [2.0] * 3 + [1.0] * 3)
-    for name in ("features", "rows", "scores", "voxels"):
-        t = getattr(got, name)
-        assert t.shape == getattr(teacher, name).shape, name
-        assert torch.equal(t.flatten(1).float().amax(1), want), name
-    assert [a[0]["v"] for a in got.attributes] == want.tolist()
-    assert [a[0]["volume"] for a in got.attributes] == list(range(9))
-    # every task taught: the teacher's own slots; none taught: the head's
-    assert _teacher_for_tasks(teacher, vision, tasks, ("report", "vqa")) is teacher
-    assert torch.equal(_teacher_for_tasks(teacher, vision, tasks, ("x",)).scores, head.scores)
-    with pytest.raises(ConfigError, match="detections"):
-        _teacher_for_tasks(teacher, SimpleNamespace(detections=None), tasks, ("report",))
-
-
-def test_slot_teacher_tasks_train_with_a_memoised_vision_side(tok, data, tmp_path) -> None:
-    from vipet.train import trainer
-
-    seen: list[tuple[list[str], bool]] = []
-    inner = trainer._teacher_for_tasks
-
-    def spy(teacher, vision, tasks, taught):
-        got = inner(teacher, vision, tasks, taught)
-        seen.append((list(tasks), got is teacher))
-        return got
-
-    cfg = _cfg(
-        tmp_path,
-        max_steps=4,
-        vision_steps=1,
-        slot_teacher=1.0,
-        slot_teacher_tasks=("report",),
-    )
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(trainer, "_teacher_for_tasks", spy)
-        fit(cfg, tok, *data)
-    assert len(seen) == 3  # every language step
-    # a batch of reports keeps the teacher's slots whole; one with questions does not
-    assert all(same == all(t == "report" for t in tasks) for tasks, same in seen)
-    assert any("vqa" in tasks for tasks, _ in seen)
 
 
 def test_cli_train_with_config_and_overrides(tmp_path, capsys) -> None:

@@ -12,15 +12,8 @@ from vipet.model.config import ViPetConfig
 from vipet.model.vipet import ViPetModel
 
 # CT is preprocessed with the HU window [-1000, 1000] -> [0, 1]: (0.425, 0.65) re-windows
-# it to the soft-tissue window [-150, 300] HU, (0.0, 0.4) to the lung window
-# [-1000, -200] HU (`EncoderConfig.windows`). The top-hat is taken of the last window.
-_SOFT_TISSUE = (0.425, 0.65)
-_LUNG = (0.0, 0.4)
-# Why a lung window: ground glass (-650..-450 HU) lies 150-300 HU above the lung around
-# it, a tenth of the [-1000, 1000] input's range, and the soft-tissue window clips both
-# to 0; stretched over [-1000, -200] that contrast is 2.5 times larger, and a calcified or
-# solid nodule stands out as a saturated spot (docs/training.md, run 12).
-_CT_WINDOWS = (_LUNG, _SOFT_TISSUE)
+# it to the soft-tissue window [-150, 300] HU (`EncoderConfig.windows`).
+_SOFT_TISSUE = [[0.425, 0.65]]
 
 
 def _pyramid(channels: list[int], **kw: Any) -> dict[str, Any]:
@@ -30,18 +23,11 @@ def _pyramid(channels: list[int], **kw: Any) -> dict[str, Any]:
     return {"stem": "pyramid", "pyramid_channels": channels, "pyramid_strides": strides, **kw}
 
 
-def _encoders(
-    channels: list[int],
-    tophat: list[int],
-    ct_windows: tuple[tuple[float, float], ...] = _CT_WINDOWS,
-    **kw: Any,
-) -> dict[str, Any]:
-    """The CT and PET encoders of a preset: the same pyramid ViT, CT with extra window
-    channels (lung and soft tissue unless ``ct_windows`` says otherwise)."""
+def _encoders(channels: list[int], tophat: list[int], **kw: Any) -> dict[str, Any]:
+    """The CT and PET encoders of a preset: the same pyramid ViT, CT with the extra
+    soft-tissue window channel."""
     return {
-        "ct_encoder": _pyramid(
-            channels, windows=[list(w) for w in ct_windows], tophat=tophat, **kw
-        ),
+        "ct_encoder": _pyramid(channels, windows=_SOFT_TISSUE, tophat=tophat, **kw),
         "pet_encoder": _pyramid(channels, tophat=tophat, **kw),
     }
 
@@ -51,7 +37,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         **_encoders(
             [8, 16],
             tophat=[3, 5, 5],
-            ct_windows=(_SOFT_TISSUE,),  # the tests' model stays as small as it was
             image_size=[8, 32, 32],
             patch_size=[4, 8, 8],
             width=32,

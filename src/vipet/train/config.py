@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from vipet.data.dataset import TASKS, DataConfig
+from vipet.data.dataset import DataConfig
 from vipet.data.vision import CropConfig
 from vipet.model.fusion import FUSIONS
 from vipet.model.language import LoraSettings
@@ -120,15 +120,6 @@ class TrainConfig:
     `vipet.model.findings_slots.teacher_detections`), so the LM learns to write what a
     slot says; which steps is fixed by the seed and the step number. Needs a model with
     finding slots. Validation always uses the head's."""
-    slot_teacher_tasks: tuple[str, ...] = TASKS
-    """The tasks (`vipet.data.dataset.TASKS`) whose examples get the teacher's slots on a
-    teacher-forced step; the others keep the head's detections. Why not all: a report is
-    taught to describe its slots, no more, so its slots must agree with its text; an
-    answer is the truth about the image, and taught from the head's own detections the
-    LM learns how far to trust them — that a lesion the head missed is more often a
-    non-avid one, that a lesion type the head calls in a region is sometimes not there.
-    Fewer than all tasks needs the memoised vision side (``vision_steps`` with
-    ``freeze_vision``), where the head's detections of every training volume are known."""
     train_split: str = "train"
     """Split trained on."""
     val_split: str | None = "val"
@@ -185,19 +176,6 @@ class TrainConfig:
             raise ValueError(f"freeze_vision must be true or false, got {self.freeze_vision!r}")
         if not (isinstance(self.slot_teacher, int | float) and 0.0 <= self.slot_teacher <= 1.0):
             raise ValueError(f"slot_teacher must be a share in [0, 1], got {self.slot_teacher!r}")
-        bad_tasks = [t for t in self.slot_teacher_tasks if t not in TASKS]
-        if bad_tasks or not self.slot_teacher_tasks:
-            raise ValueError(
-                f"slot_teacher_tasks must name tasks from {list(TASKS)}, got "
-                f"{self.slot_teacher_tasks!r}"
-            )
-        if set(self.slot_teacher_tasks) != set(TASKS) and not (
-            self.vision_steps and self.freeze_vision
-        ):
-            raise ValueError(
-                "slot_teacher_tasks short of all tasks needs the memoised vision side: "
-                "set vision_steps and freeze_vision"
-            )
         if not self.out_dir:
             raise ValueError("out_dir must not be empty")
         if self.strategy not in STRATEGIES:

@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from vipet.config import from_dict, to_dict
-from vipet.data.dataset import TASKS, RegionCountBatchSampler, ViPetDataset, collate
+from vipet.data.dataset import RegionCountBatchSampler, ViPetDataset, collate
 from vipet.data.prompts import IGNORE_INDEX
 from vipet.data.tokenizer import FINDING_TOKEN
 from vipet.data.vision import VisionCrops, collate_crops
@@ -66,8 +66,7 @@ from vipet.model.diag_head import (
     lesion_centres,
     region_logits,
 )
-from vipet.model.findings_slots import Detections
-from vipet.model.vipet import VISION_PARTS, ViPetModel, VisionOutput
+from vipet.model.vipet import VISION_PARTS, ViPetModel
 from vipet.train.build import build_for_training, trainable_summary
 from vipet.train.config import TrainConfig
 from vipet.train.curves import plot_curves
@@ -77,7 +76,7 @@ from vipet.train.losses import (
     focal_tversky_from_counts,
     voxels_per_token,
 )
-from vipet.train.memo import VisionMemo, cat_detections
+from vipet.train.memo import VisionMemo
 
 CHECKPOINT = "checkpoint"
 METRICS = "metrics.jsonl"
@@ -283,11 +282,6 @@ def setup(
     # memo converts what it computes): converting every item's volumes showed up in
     # profiles of the language steps.
     memoised = _memoises(cfg, d)
-    if set(cfg.slot_teacher_tasks) != set(TASKS) and not memoised:
-        raise ConfigError(
-            "slot_teacher_tasks short of all tasks needs the memoised vision side, which "
-            "FSDP does not keep: use strategy=ddp or teach every task"
-        )
     dataset = partial(
         ViPetDataset,
         data_root,
@@ -465,7 +459,6 @@ def language_losses(
         slots = state.memo.teacher(
             raw, t | {k: batch[k] for k in ("study_id", "region")}, vision.grid
         )
-        slots = _teacher_for_tasks(slots, vision, batch["task"], state.cfg.slot_teacher_tasks)
     with _autocast(state):
         out = state.model(
             input_ids=t["input_ids"],
@@ -502,26 +495,6 @@ def language_losses(
             text = text_embedding(raw, t["input_ids"], answer)
             parts["contrastive"] = contrastive_loss(image, text)
     return combine(parts, weights)
-
-
-def _teacher_for_tasks(
-    teacher: Detections, vision: VisionOutput, tasks: Sequence[str], taught: Sequence[str]
-) -> Detections:
-    """The slots of a teacher-forced step: the teacher's for the examples whose task is
-    in ``taught`` (`TrainConfig.slot_teacher_tasks`), the head's own detections for the
-    others. ``tasks``: one per example; every example has the same number of volumes."""
-    if all(task in taught for task in tasks):
-        return teacher
-    if vision.detections is None:
-        raise ConfigError("slot_teacher_tasks needs the head's detections of every volume")
-    per = teacher.filled.shape[0] // len(tasks)
-    rows = [
-        (teacher if task in taught else vision.detections).select(
-            list(range(i * per, (i + 1) * per))
-        )
-        for i, task in enumerate(tasks)
-    ]
-    return cat_detections(rows)
 
 
 @torch.no_grad()
