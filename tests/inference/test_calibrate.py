@@ -12,7 +12,12 @@ import torch
 from vipet.cli import main
 from vipet.evaluation.clinical import clinical_scores
 from vipet.evaluation.detector import Candidate, quick_f1, select
-from vipet.inference.calibrate import calibrate, write_thresholds
+from vipet.inference.calibrate import (
+    calibrate,
+    calibrate_answers,
+    write_answer_scale,
+    write_thresholds,
+)
 from vipet.model.config import ViPetConfig
 from vipet.model.diag_head import OUTPUTS, DenseFindings
 from vipet.model.findings_slots import detect
@@ -150,3 +155,113 @@ def test_write_thresholds_and_the_command_refusals(tmp_path, capsys) -> None:
     assert "no config.json" in capsys.readouterr().err
     assert main([*args, "--split", "test"]) == 1
     assert "never on test" in capsys.readouterr().err
+
+
+def test_answer_scale_config_and_its_errors(tmp_path) -> None:
+    assert ViPetConfig().answer_threshold_scale == 1.0
+    for bad in (0.0, -0.5, 2.5, True, "0.7"):
+        with pytest.raises(ValueError, match="answer_threshold_scale"):
+            ViPetConfig(answer_threshold_scale=bad)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "vipet", "x": 1}))
+    write_answer_scale(tmp_path, 0.7)
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert written == {"model_type": "vipet", "x": 1, "answer_threshold_scale": 0.7}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny random model whose heatmap peaks (sigma about 0.1 everywhere at the start)
+    (0.1 on average, 0.6 at most) rarely clear a bar of 0.5 and often one of 0.25, on a 5-study
+    phantom with its cache."""
+    from tests.helpers import phantom_with_cache
+    from tests.train.common import GRID
+    from vipet.data.dataset import ViPetDataset
+    from vipet.data.tokenizer import synthetic_corpus, train_tokenizer
+    from vipet.evaluation.runner import split_ids
+    from vipet.inference.predictor import Predictor
+    from vipet.model.presets import build_model
+
+    data, cache = phantom_with_cache(tmp_path_factory.mktemp("answers"), 5, GRID)
+    tok = train_tokenizer(synthetic_corpus(20, 0), vocab_size=600)
+    torch.manual_seed(0)
+    model = build_model("tiny", tok, slot_threshold=0.5).eval()
+    ds = ViPetDataset(data, cache, "train", tok, model.visual_tokens_per_region)
+    return Predictor(model, tok), data, ds, split_ids(data, "train")
+
+
+def test_calibrate_answers_tries_every_scale_and_keeps_one_only_when_it_is_better(tiny) -> None:
+    from vipet.io.vipet_dataset import ground_truth
+
+    predictor, data, ds, ids = tiny
+    filled: list[int] = []  # slots the question's context holds, in the order asked
+    inner = predictor.ask
+
+    def spy(ctx, question, lang="vi", region=None, **kw):
+        filled.append(int(ctx.visual.detections.filled.sum()))
+        return inner(ctx, question, lang, region=region, max_new_tokens=2, **kw)
+
+    predictor.ask = spy
+    try:
+        result = calibrate_answers(predictor, ds, ids, data, scales=(1.0, 0.5), progress=False)
+    finally:
+        del predictor.ask
+    closed = [
+        sum(q["answer_type"] == "yes_no" for q in ground_truth(data, sid)["questions_vi"])
+        for sid in ids
+    ]
+    assert result.questions == sum(closed) > 0
+    assert set(result.accuracy) == {"1", "0.5"}
+    # each study's questions at 1.0, then at 0.5: the lower bar finds at least as much
+    at_one, at_half, i = [], [], 0
+    for k in closed:
+        at_one += filled[i : i + k]
+        at_half += filled[i + k : i + 2 * k]
+        i += 2 * k
+    assert i == len(filled)
+    assert all(h >= o for o, h in zip(at_one, at_half, strict=True)) and sum(at_half) > sum(at_one)
+    # a scale is chosen only when it answers better than one operating point
+    better = result.accuracy["0.5"] > result.accuracy["1"]
+    assert result.scale == (0.5 if better else 1.0)
+    with pytest.raises(ValueError, match=r"include 1\.0"):
+        calibrate_answers(predictor, ds, ids, data, scales=(0.5,))
+
+
+def test_questions_read_the_findings_at_their_own_operating_point(tiny) -> None:
+    predictor, _, ds, ids = tiny
+    model = predictor.model
+    samples = list(ds._samples(ids[0]).values())
+    ctx = predictor.encode_samples(ids[0], samples)
+    assert ctx.answer_visual is None and ctx.for_answers() is ctx  # one operating point
+    model.config.answer_threshold_scale = 0.5
+    try:
+        ctx = predictor.encode_samples(ids[0], samples)
+        report_slots = int(ctx.visual.detections.filled.sum())
+        answer_slots = int(ctx.answer_visual.detections.filled.sum())
+        assert answer_slots > report_slots
+        assert torch.equal(ctx.for_answers().visual.tokens, ctx.answer_visual.tokens)
+        seen: list = []
+        inner = predictor._generate
+        predictor._generate = lambda messages, visual, n: (
+            seen.append(visual) or inner(messages, visual, n)
+        )
+        predictor.ask(
+            ctx, "Is there a lymph node in the chest?", "en", region="chest", max_new_tokens=2
+        )
+        predictor.report(ctx, "en", "chest", max_new_tokens=2)
+        answered, reported = seen
+        assert int(answered.detections.filled.sum()) >= int(reported.detections.filled.sum())
+        assert torch.equal(answered.tokens, ctx.for_answers().region_visual("chest").tokens)
+        assert torch.equal(reported.tokens, ctx.region_visual("chest").tokens)
+    finally:
+        model.config.answer_threshold_scale = 1.0
+        predictor.__dict__.pop("_generate", None)
+    # the model's own reading at scale 1 is its vision pass's
+    ct, pet = (
+        torch.stack([torch.from_numpy(getattr(s, k).astype("float32")) for s in samples])[None]
+        for k in ("ct", "pet")
+    )
+    with torch.no_grad():
+        vision = model.vision(ct, pet)
+        again = model.find(vision.dense, pet[0], vision.grid)
+    assert torch.equal(again.filled, vision.detections.filled)
+    assert torch.equal(again.features, vision.detections.features)
