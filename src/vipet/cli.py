@@ -544,17 +544,9 @@ def calibrate(
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="Workers for building the cache.")
     ] = 2,
-    answers: Annotated[
-        bool,
-        typer.Option(
-            "--answers/--no-answers",
-            help="Also tune the questions' operating point (a scale of the thresholds).",
-        ),
-    ] = True,
 ) -> None:
     """Tune the finding slots' heatmap threshold per lesion class (type x avidity) on the
-    validation split, then the scale of them the questions read the findings at, and
-    store both in the model's config.json (no weight changes)."""
+    validation split, and store them in the model's config.json (no weight changes)."""
     from vipet.inference.calibrate import calibrate_model, calibration_table
     from vipet.model.checkpoint import load_vipet
 
@@ -564,14 +556,7 @@ def calibrate(
     grid = loaded[0].config.ct_encoder_settings.image_size
     cache = _ensure_cache(data, cache or checkpoint.parent / "cache", grid, workers)
     result = calibrate_model(
-        checkpoint,
-        data,
-        cache,
-        split,
-        min_support=min_support,
-        write=write,
-        loaded=loaded,
-        answers=answers,
+        checkpoint, data, cache, split, min_support=min_support, write=write, loaded=loaded
     )
     typer.echo(calibration_table(result))
     typer.echo(f"wrote {checkpoint / 'config.json'}" if write else "dry run: nothing written")

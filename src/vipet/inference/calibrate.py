@@ -18,41 +18,18 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from tqdm import tqdm
-
 from vipet.errors import InputError
 from vipet.evaluation.detector import Candidate, quick_f1, select
-from vipet.evaluation.vqa import score_item
-from vipet.inference.predictor import Predictor, StudyContext
 from vipet.io.atomic import atomic_write_bytes
-from vipet.io.vipet_dataset import ground_truth
 
 GRID: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8, 1.0)
 """Thresholds tried per class; 1.0 switches a class off (a sigmoid never exceeds it)."""
 OBJECTIVE: tuple[str, ...] = ("f1_t", "f1_tpf")
 """Scores summed as the objective: type alone, and type + place + avidity."""
-
-
-ANSWER_SCALES: tuple[float, ...] = (1.0, 0.85, 0.7, 0.55)
-"""Operating points tried for questions: the slot thresholds times each."""
-
-
-@dataclass
-class AnswerCalibration:
-    scale: float
-    """The chosen `ViPetConfig.answer_threshold_scale`."""
-    accuracy: dict[str, float]
-    """Closed-question accuracy at each scale tried (keys: the scale as text)."""
-    questions: int
-    """Closed questions asked per scale."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -64,8 +41,6 @@ class Calibration:
     after: dict[str, float]
     support: dict[str, int] = field(default_factory=dict)
     """Candidates per class (peaks above the floor they were collected at)."""
-    answers: AnswerCalibration | None = None
-    """The questions' operating point, when it was calibrated too."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,8 +91,8 @@ def calibrate(
     return Calibration(chosen, default, before, after, support)
 
 
-def _update_config(model_dir: Path, values: Mapping[str, Any]) -> Path:
-    """Set ``values`` in a saved model's config.json (atomically)."""
+def write_thresholds(model_dir: Path, thresholds: Mapping[str, float]) -> Path:
+    """Set ``slot_thresholds`` in a saved model's config.json (atomically)."""
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise InputError("not a saved ViPET model (no config.json)", path)
@@ -125,14 +100,9 @@ def _update_config(model_dir: Path, values: Mapping[str, Any]) -> Path:
         cfg = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise InputError(f"config.json is not JSON ({exc.msg})", path) from None
-    cfg.update(values)
+    cfg["slot_thresholds"] = dict(sorted(thresholds.items())) or None
     atomic_write_bytes(path, (json.dumps(cfg, indent=2, sort_keys=True) + "\n").encode())
     return path
-
-
-def write_thresholds(model_dir: Path, thresholds: Mapping[str, float]) -> Path:
-    """Set ``slot_thresholds`` in a saved model's config.json (atomically)."""
-    return _update_config(model_dir, {"slot_thresholds": dict(sorted(thresholds.items())) or None})
 
 
 def calibrate_model(
@@ -145,12 +115,9 @@ def calibrate_model(
     write: bool = True,
     progress: bool = True,
     loaded: tuple[Any, Any] | None = None,
-    answers: bool = False,
 ) -> Calibration:
-    """Calibrate a saved model's slot thresholds on ``split`` and (``write``) store them;
-    with ``answers``, then the questions' operating point at those thresholds
-    (`calibrate_answers`). ``loaded``: the model and tokenizer of ``model_dir``, when
-    already loaded."""
+    """Calibrate a saved model's slot thresholds on ``split`` and (``write``) store them.
+    ``loaded``: the model and tokenizer of ``model_dir``, when already loaded."""
     from vipet.evaluation.detector import candidates, load_split
     from vipet.model.checkpoint import load_vipet
 
@@ -168,75 +135,7 @@ def calibrate_model(
     )
     if write:
         write_thresholds(model_dir, result.thresholds)
-    if answers:
-        model.config.slot_thresholds = dict(result.thresholds) or None
-        result.answers = calibrate_answers(Predictor(model, tok), ds, ids, data, progress=progress)
-        if write:
-            write_answer_scale(model_dir, result.answers.scale)
     return result
-
-
-def calibrate_answers(
-    predictor: Any,
-    dataset: Any,
-    ids: Sequence[str],
-    data: Path,
-    lang: str = "vi",
-    scales: Sequence[float] = ANSWER_SCALES,
-    progress: bool = True,
-) -> AnswerCalibration:
-    """The questions' operating point (`ViPetConfig.answer_threshold_scale`): the scale
-    of the slot thresholds at which the model answers the closed questions of ``ids``
-    best. Each study is encoded once; at every scale its findings are read again from
-    the same maps and its yes/no questions answered. A scale must beat 1.0 to be chosen
-    (ties keep one operating point). ``dataset``: a `ViPetDataset` over the split (its
-    cached region samples)."""
-    if not scales or 1.0 not in scales:
-        raise ValueError(f"scales must include 1.0, got {list(scales)}")
-    model = predictor.model
-    regions = list(model.config.regions)
-    hits: dict[float, list[bool]] = {s: [] for s in scales}
-    for sid in tqdm(ids, desc="calibrate answers", leave=False, disable=not progress):
-        closed = [
-            q
-            for q in ground_truth(data, sid).get(f"questions_{lang}", [])
-            if q["answer_type"] == "yes_no"
-        ]
-        if not closed:
-            continue
-        samples = dataset._samples(sid)
-        chosen = [samples[r] for r in regions]
-        ct, pet = (
-            torch.stack([torch.from_numpy(getattr(x, k).astype("float32")) for x in chosen])[None]
-            for k in ("ct", "pet")
-        )
-        zones = torch.tensor([[dataset._zones(x) for x in chosen]])
-        with torch.no_grad():
-            vision = model.vision(ct, pet, zones)
-            for scale in scales:
-                det = (
-                    vision.detections
-                    if scale == 1.0
-                    else model.find(vision.dense, pet[0], vision.grid, zones, scale)
-                )
-                visual = model.visual_tokens(replace(vision, detections=det), 1)
-                ctx = StudyContext(sid, regions, chosen, visual)
-                for q in closed:
-                    answer = predictor.ask(ctx, q["question"], lang, region=q.get("region"))
-                    hits[scale].append(
-                        score_item({**q, "prediction": answer, "lang": lang})["correct"]
-                    )
-    accuracy = {s: sum(h) / len(h) if h else 0.0 for s, h in hits.items()}
-    best = max(scales, key=lambda s: (accuracy[s], s == 1.0))
-    if accuracy[best] <= accuracy[1.0]:
-        best = 1.0
-    n = len(hits[1.0])
-    return AnswerCalibration(best, {f"{s:g}": round(a, 4) for s, a in accuracy.items()}, n)
-
-
-def write_answer_scale(model_dir: Path, scale: float) -> Path:
-    """Set ``answer_threshold_scale`` in a saved model's config.json (atomically)."""
-    return _update_config(model_dir, {"answer_threshold_scale": float(scale)})
 
 
 def calibration_table(result: Calibration) -> str:
@@ -256,14 +155,4 @@ def calibration_table(result: Calibration) -> str:
             + " | ".join(f"{sc[k]:.3f}" for k in ("f1_t", "f1_tp", "f1_tf", "f1_tpf"))
             + " |"
         )
-    if result.answers is not None:
-        a = result.answers
-        lines += [
-            "",
-            f"questions' operating point ({a.questions} yes/no questions): thresholds x {a.scale:g}",
-            "",
-            "| scale | " + " | ".join(a.accuracy) + " |",
-            "|---|" + "---|" * len(a.accuracy),
-            "| closed accuracy | " + " | ".join(f"{v:.3f}" for v in a.accuracy.values()) + " |",
-        ]
     return "\n".join(lines)

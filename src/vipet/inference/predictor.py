@@ -44,15 +44,6 @@ class StudyContext:
     regions: list[str]
     samples: list[RegionSample]
     visual: VisualFeatures  # all regions, (1, R·L, hidden)
-    answer_visual: VisualFeatures | None = None
-    """The features questions read: the findings at the questions' operating point
-    (`ViPetConfig.answer_threshold_scale`); None: ``visual``."""
-
-    def for_answers(self) -> StudyContext:
-        """This study as questions see it (`answer_visual`)."""
-        if self.answer_visual is None:
-            return self
-        return replace(self, visual=self.answer_visual, answer_visual=None)
 
     def region_visual(self, region: str) -> VisualFeatures:
         """The features of one region (its L visual tokens)."""
@@ -112,13 +103,8 @@ class Predictor:
         ct = torch.from_numpy(np.stack([by_region[r].ct for r in regions]))[None]
         pet = torch.from_numpy(np.stack([by_region[r].pet for r in regions]))[None]
         zones = torch.tensor([[_own_slices(by_region[r]) for r in regions]])
-        vision = self.model.vision(ct, pet, zones)
-        visual = self.model.visual_tokens(vision, 1, with_attention)
-        answers = self.model.answer_vision(vision, pet, zones)
-        answer_visual = None if answers is vision else self.model.visual_tokens(answers, 1)
-        return StudyContext(
-            study_id, regions, [by_region[r] for r in regions], visual, answer_visual
-        )
+        visual = self.model.encode_images(ct, pet, with_attention=with_attention, zones=zones)
+        return StudyContext(study_id, regions, [by_region[r] for r in regions], visual)
 
     def generate_ids(
         self, messages: list[dict], visual: VisualFeatures, max_new_tokens: int
@@ -172,7 +158,6 @@ class Predictor:
         max_new_tokens: int = 32,
     ) -> str:
         n = self.model.visual_tokens_per_region
-        ctx = ctx.for_answers()
         visual = ctx.visual if region is None else ctx.region_visual(region)
         return self._generate(
             question_prompt(lang, question, n, region=region, history=list(history)),

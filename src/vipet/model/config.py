@@ -79,13 +79,6 @@ class ViPetConfig(PreTrainedConfig):
     """Per-class thresholds in place of ``slot_threshold``, keyed ``"<type>/avid"`` or
     ``"<type>/not_avid"`` (the class the head reads at the peak); classes not named keep
     ``slot_threshold``. Set by `vipet calibrate` on the validation split; no weight either."""
-    answer_threshold_scale: float = 1.0
-    """Questions read the findings at the slot thresholds times this (reports at the
-    thresholds themselves). Why two operating points: a report is scored on every lesion
-    it states, so its thresholds balance precision and recall; "is there a node in the
-    mediastinum?" or "is this lesion FDG-avid?" needs the lesion found at all, while a
-    false detection misleads only the rarer question it happens to touch. Set by
-    `vipet calibrate` on the validation split (1.0: one operating point); no weight."""
     pet_scaling: str = "log"
     """How the preprocessing scaled PET to [0, 1] ("log" or "linear", `pet.scaling`), so
     a detection's SUVmax can be read back from the model's input."""
@@ -153,9 +146,6 @@ class ViPetConfig(PreTrainedConfig):
             )
         if not 0.0 < self.slot_threshold < 1.0:
             raise ValueError(f"slot_threshold must be in (0, 1), got {self.slot_threshold!r}")
-        scale = self.answer_threshold_scale
-        if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0.0 < scale <= 2.0:
-            raise ValueError(f"answer_threshold_scale must be in (0, 2], got {scale!r}")
         self.class_threshold_table()  # refuses unknown classes and values outside (0, 1]
         if self.pet_scaling not in ("log", "linear") or not self.pet_vmax > 0:
             raise ValueError(

@@ -19,7 +19,7 @@ model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -204,46 +204,22 @@ class ViPetModel(PreTrainedModel):
         fused, grid, dense = self._encode(flat(ct), flat(pet))
         detections = None
         if dense is not None and self.findings_slots is not None:
-            detections = self.find(dense, flat(pet)[:, 0], grid, zones)
+            detections = detect(
+                dense,
+                flat(pet)[:, 0],
+                grid,
+                self.config.findings_slots,
+                self.config.slot_threshold,
+                None if zones is None else zones.reshape(b * r, 2),
+                self.config.pet_scaling,
+                self.config.pet_vmax,
+                self._class_thresholds(),
+            )
         return VisionOutput(fused, grid, tuple(ct.shape[2:]), dense, detections)
 
-    def find(
-        self,
-        dense: DenseFindings,
-        pet: torch.Tensor,
-        grid: tuple[int, int, int],
-        zones: torch.Tensor | None = None,
-        scale: float = 1.0,
-    ) -> Detections:
-        """The findings in the head's maps of V volumes (`detect`), at the slot thresholds
-        times ``scale`` (`ViPetConfig.answer_threshold_scale`). ``pet`` (V, D, H, W);
-        ``zones`` (..., 2), V rows in all."""
-        if self.findings_slots is None:
-            raise ValueError("this model has no finding slots")
+    def _class_thresholds(self) -> torch.Tensor | None:
         table = self.config.class_threshold_table()
-        return detect(
-            dense,
-            pet,
-            grid,
-            self.config.findings_slots,
-            min(self.config.slot_threshold * scale, 1.0),
-            None if zones is None else zones.reshape(-1, 2),
-            self.config.pet_scaling,
-            self.config.pet_vmax,
-            None if table is None else (torch.tensor(table) * scale).clamp(max=1.0),
-        )
-
-    def answer_vision(
-        self, vision: VisionOutput, pet: torch.Tensor, zones: torch.Tensor | None
-    ) -> VisionOutput:
-        """``vision`` with its detections at the questions' operating point
-        (`ViPetConfig.answer_threshold_scale`; ``vision`` itself at 1.0). ``pet`` and
-        ``zones`` as given to `vision`."""
-        scale = self.config.answer_threshold_scale
-        if scale == 1.0 or vision.dense is None or self.findings_slots is None:
-            return vision
-        flat = pet.reshape(-1, *pet.shape[-3:])
-        return replace(vision, detections=self.find(vision.dense, flat, vision.grid, zones, scale))
+        return None if table is None else torch.tensor(table)
 
     def visual_tokens(
         self,
