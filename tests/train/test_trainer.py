@@ -112,6 +112,8 @@ def straight(tok, data, tmp_path_factory) -> Path:
         {"vision_batch_size": 0},
         {"freeze_vision": "yes"},
         {"slot_teacher": 1.5},
+        {"align_tasks": ()},
+        {"align_tasks": ("summary",)},
     ],
 )
 def test_config_rejects_bad_values(kwargs) -> None:
@@ -455,6 +457,33 @@ def test_slot_teacher_forces_the_chosen_steps(tok, data, tmp_path, monkeypatch) 
         if t is not None:  # built once per volume by the memo of the language phase
             assert isinstance(t, Detections) and t.slots == slots
             assert bool(t.filled.any()) and (t.scores == t.filled.float()).all()
+
+
+def test_align_tasks_align_only_their_examples(tok, data, tmp_path) -> None:
+    from vipet.train import trainer
+
+    calls: list[tuple[list[str], int]] = []  # (the batch's tasks, rows the loss saw)
+    inner_losses, inner_tversky = trainer.language_losses, trainer.focal_tversky_from_counts
+
+    def losses(state, batch, teacher=False):
+        calls.append((list(batch["task"]), 0))
+        return inner_losses(state, batch, teacher)
+
+    def tversky(maps, inside, total):
+        calls[-1] = (calls[-1][0], maps.shape[0])
+        return inner_tversky(maps, inside, total)
+
+    cfg = _cfg(tmp_path, max_steps=8, align_tasks=("report",), loss=LossWeights(align=0.5))
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(trainer, "language_losses", losses)
+        m.setattr(trainer, "focal_tversky_from_counts", tversky)
+        fit(cfg, tok, *data)
+    train = calls[:8]  # the training steps (validation batches follow)
+    assert {t for batch, _ in train for t in batch} == {"report", "vqa"}
+    # the loss sees exactly the batch's reports; a batch of questions logs no loss/align
+    assert all(rows == batch.count("report") for batch, rows in calls)
+    logged = {r["step"]: "loss/align" in r for r in _train_lines(tmp_path)}
+    assert [logged[i + 1] for i in range(8)] == ["report" in batch for batch, _ in train]
 
 
 def test_cli_train_with_config_and_overrides(tmp_path, capsys) -> None:

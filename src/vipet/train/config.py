@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from vipet.data.dataset import DataConfig
+from vipet.data.dataset import TASKS, DataConfig
 from vipet.data.vision import CropConfig
 from vipet.model.fusion import FUSIONS
 from vipet.model.language import LoraSettings
@@ -120,6 +120,13 @@ class TrainConfig:
     `vipet.model.findings_slots.teacher_detections`), so the LM learns to write what a
     slot says; which steps is fixed by the seed and the step number. Needs a model with
     finding slots. Validation always uses the head's."""
+    align_tasks: tuple[str, ...] = TASKS
+    """The tasks (`vipet.data.dataset.TASKS`) whose answers the alignment loss
+    (``loss.align``) pulls onto the ROI. All of them in the published setup; cpu-small
+    aligns its reports only. Why: a report sentence describes a lesion, and its ROI (the
+    lesion mask) is where it should look; a yes/no answer has no such place — "is the
+    study normal?" must read every region's findings — and aligned to the lesions it
+    learnt not to read its finding slots at all (docs/training.md, run 14)."""
     train_split: str = "train"
     """Split trained on."""
     val_split: str | None = "val"
@@ -176,6 +183,11 @@ class TrainConfig:
             raise ValueError(f"freeze_vision must be true or false, got {self.freeze_vision!r}")
         if not (isinstance(self.slot_teacher, int | float) and 0.0 <= self.slot_teacher <= 1.0):
             raise ValueError(f"slot_teacher must be a share in [0, 1], got {self.slot_teacher!r}")
+        bad_tasks = [t for t in self.align_tasks if t not in TASKS]
+        if bad_tasks or not self.align_tasks:
+            raise ValueError(
+                f"align_tasks must name tasks from {list(TASKS)}, got {self.align_tasks!r}"
+            )
         if not self.out_dir:
             raise ValueError("out_dir must not be empty")
         if self.strategy not in STRATEGIES:

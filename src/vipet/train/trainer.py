@@ -448,7 +448,10 @@ def language_losses(
     dev = state.dist.device
     t = {k: v.to(dev) for k, v in batch.items() if isinstance(v, torch.Tensor)}
     weights = state.cfg.loss
-    align = weights.align > 0
+    # The examples whose answers the alignment loss reads (`TrainConfig.align_tasks`); a
+    # batch with none of them runs no attention maps (and the LM its fused attention).
+    aligned = [i for i, task in enumerate(batch["task"]) if task in state.cfg.align_tasks]
+    align = weights.align > 0 and bool(aligned)
     answer = t["labels"] != IGNORE_INDEX
     raw = state.raw_model
     vision = None
@@ -483,9 +486,9 @@ def language_losses(
         if align:
             # On the token grid: the voxel maps repeat each token's value over its patch,
             # so the loss is the same from the tokens and the ROI's voxels per token.
-            maps = raw.attention_token_maps(out, t["input_ids"], answer).float()
+            maps = raw.attention_token_maps(out, t["input_ids"], answer).float()[aligned]
             grid = out.visual.grid
-            inside = voxels_per_token(t["roi"], grid)
+            inside = voxels_per_token(t["roi"][aligned], grid)
             per_token = math.prod(t["roi"].shape[-3:]) // math.prod(grid)
             parts["align"] = focal_tversky_from_counts(
                 maps, inside, torch.full_like(inside, per_token)
