@@ -553,6 +553,36 @@ def test_findings_head_decodes_crops() -> None:
     assert FindingsHead(HEAD)(tokens(1, 6), (1, 2, 3), pyr).shape == (4, 8, 12)
 
 
+def test_findings_head_equals_convolving_the_concatenation() -> None:
+    # The head convolves the upsampled decoder map and the skips separately and sums
+    # (`_conv_of_concat`, for speed); the reference concatenates them and runs each
+    # level's block as it is — the same maps and the same gradients, in float64.
+    torch.manual_seed(0)
+    head = FindingsHead(HEAD).double()
+    fused = tokens().double().requires_grad_()
+    pyr = [[t.double().requires_grad_() for t in p] for p in pyramids()]
+
+    def reference() -> torch.Tensor:
+        b, _, c = fused.shape
+        x = fused.transpose(1, 2).reshape(b, c, *GRID)
+        for i, block in enumerate(head.levels):
+            skips = [p[len(head.levels) - 1 - i] for p in pyr]
+            x = F.interpolate(x, size=tuple(skips[0].shape[2:]), mode="nearest")
+            x = block(torch.cat([x, *skips], dim=1))
+        return head.out(x)
+
+    want = reference()
+    got = head(fused, GRID, pyr)
+    torch.testing.assert_close(got.heat, want[:, 0])
+    torch.testing.assert_close(got.types, want[:, 2 : 2 + len(LESION_TYPES)])
+    grads = torch.autograd.grad(want.square().sum(), [fused, head.levels[-1][0].weight])
+    mine = torch.autograd.grad(
+        sum(t.square().sum() for t in vars(got).values()), [fused, head.levels[-1][0].weight]
+    )
+    for a, b in zip(grads, mine, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def random_dense(b: int = B, shape=HEAD_SHAPE, scale: float = 1.0) -> DenseFindings:
     g = torch.Generator().manual_seed(1)
     r = lambda *s: scale * torch.randn(b, *s, *shape, generator=g)  # noqa: E731

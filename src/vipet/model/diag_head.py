@@ -199,6 +199,21 @@ class DenseFindings:
         return DenseFindings(*(fn(getattr(self, k)) for k in OUTPUTS))
 
 
+def _conv_of_concat(conv: nn.Conv3d, x: torch.Tensor, skips: torch.Tensor) -> torch.Tensor:
+    """``conv(cat([x, skips], dim=1))``, computed as two convolutions over the two parts
+    with the matching slices of ``conv``'s weight, summed — a convolution is linear in its
+    input channels, so the parameters and the result are the same (to float rounding).
+    Why: the concatenated tensor of the full-resolution level (8 x 64 x 64 x 24 x 24 on a
+    vision batch) costs its copy, its bf16 cast and, in the backward, the copies of its
+    gradient's slices; that level's forward + backward alone went 0.31 s → 0.17 s
+    (docs/benchmarks.md, "Training throughput")."""
+    c = x.shape[1]
+    w = conv.weight
+    pad, stride = conv.padding, conv.stride
+    y = F.conv3d(x, w[:, :c], conv.bias, stride, pad)
+    return y + F.conv3d(skips.to(y.dtype), w[:, c:], None, stride, pad)
+
+
 class FindingsHead(nn.Module):
     """``fused (B, N, C)`` on ``grid`` + pyramids → `DenseFindings` (see module doc)."""
 
@@ -248,7 +263,7 @@ class FindingsHead(nn.Module):
             level = len(self.levels) - 1 - i
             skips = [p[level] for p in pyramids]
             x = F.interpolate(x, size=tuple(skips[0].shape[2:]), mode="nearest")
-            x = block(torch.cat([x, *(s.to(x.dtype) for s in skips)], dim=1))
+            x = block[1:](_conv_of_concat(block[0], x, torch.cat(skips, dim=1)))
         parts = torch.split(self.out(x), list(OUTPUTS.values()), dim=1)
         maps = {k: (v[:, 0] if OUTPUTS[k] == 1 else v) for k, v in zip(OUTPUTS, parts, strict=True)}
         return DenseFindings(**maps)
