@@ -99,6 +99,24 @@ def test_generation_feeds_markers_as_training_does() -> None:
             seen += int(cached[i, t]) == MARKER
 
 
+def test_min_new_tokens_holds_the_stop_back() -> None:
+    """A model that would stop at once writes ``min_new_tokens`` tokens, then stops."""
+    m = pointing()
+    ids, ct, pet = batch(m, text=4)
+    boost = torch.zeros(300)
+    boost[END] = 30.0
+    hook = m.language_model.lm_head.register_forward_hook(lambda mod, i, out: out + boost)
+    try:
+        with torch.no_grad():
+            v = m.encode_images(ct, pet, teacher=teacher())
+            free = m.generate(ids, visual=v, max_new_tokens=12, eos_token_id=END)
+            held = m.generate(ids, visual=v, max_new_tokens=12, eos_token_id=END, min_new_tokens=5)
+    finally:
+        hook.remove()
+    assert free.tolist() == [[END], [END]]
+    assert held.shape == (2, 6) and (held[:, 5] == END).all() and (held[:, :5] != END).all()
+
+
 def test_sampling_is_refused() -> None:
     m = pointing()
     ids, ct, pet = batch(m, text=2)

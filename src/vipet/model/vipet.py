@@ -484,10 +484,12 @@ class ViPetModel(PreTrainedModel):
         use_cache: bool = True,
         do_sample: bool = False,
         pad_token_id: int | None = None,
+        min_new_tokens: int = 0,
     ) -> torch.Tensor:
         """Greedy decoding that feeds every `<finding>` marker it writes back with the
         next filled slot's token (`point_slots`), as in training. A marker past the last
-        filled slot is not allowed: a lesion sentence needs a finding behind it.
+        filled slot is not allowed: a lesion sentence needs a finding behind it. The
+        stop tokens are not allowed before ``min_new_tokens`` (benchmarks fix the length).
         Returns the new ids ``(B, n)``, pad after a sample has stopped."""
         if do_sample:
             raise ValueError("slot_pointer models decode greedily (do_sample=False)")
@@ -515,7 +517,7 @@ class ViPetModel(PreTrainedModel):
         past = None
         step_embeds, step_pos, mask = embeds, position, attention_mask
         all_embeds = embeds
-        for _ in range(int(max_new_tokens)):
+        for step in range(int(max_new_tokens)):
             if use_cache:
                 out = self.language_model(
                     inputs_embeds=step_embeds,
@@ -534,6 +536,8 @@ class ViPetModel(PreTrainedModel):
                 )
             logits = out.logits[:, -1].float()
             logits[written >= n_filled, marker] = float("-inf")
+            if step < min_new_tokens and len(stops):
+                logits[:, stops] = float("-inf")
             token = torch.where(
                 done, torch.full_like(done, pad, dtype=torch.long), logits.argmax(-1)
             )
