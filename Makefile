@@ -24,8 +24,13 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
+# docs/benchmarks.md's figures; needs a phantom, its cache and a trained model
+# (benchmarks/all.sh says which): make bench MODEL=runs/cpu-small/model DATA=/tmp/ph600
+MODEL ?= runs/cpu-small/model
+DATA ?= /tmp/ph600
+CACHE ?= /tmp/cache64
 bench: setup
-	$(BIN)/python benchmarks/preprocess.py
+	PYTHON=$(BIN)/python bash benchmarks/all.sh $(MODEL) $(DATA) $(CACHE)
 
 clean:
 	rm -rf demo_out .pytest_cache .ruff_cache

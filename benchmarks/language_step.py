@@ -52,7 +52,13 @@ def main() -> None:
     cfg = load_config(
         TrainConfig,
         args.config,
-        [f"train_split={args.split}", "val_split=null", "vision_steps=1", *args.overrides],
+        [
+            f"train_split={args.split}",
+            "val_split=null",
+            "calibrate_slots=false",
+            "vision_steps=1",
+            *args.overrides,
+        ],
     )
     if tok is None:
         from vipet.data.tokenizer import corpus_from_dataset, train_tokenizer

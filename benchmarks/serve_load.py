@@ -5,7 +5,8 @@ without one, a tiny random model: the service is measured, not the model), uploa
 study (a NIfTI pair), then ``--clients`` threads each send ``--requests`` requests in
 turn: slice PNGs on all three axes, the MIP and questions (``--ask-share`` of them).
 The first report is made before the clock starts. Prints p50/p95/max latency per kind
-and overall, the error count, and requests per second; ``--json`` writes them.
+and overall, the error count, requests per second and the process's peak resident
+memory (server and clients together); ``--json`` writes them.
 
     python benchmarks/serve_load.py [--checkpoint runs/cpu-small/model] [--clients 16 --requests 10]
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import socket
 import statistics
 import tempfile
@@ -158,6 +160,8 @@ def main() -> None:
         "errors": len(errors),
         "first_report_s": round(first_report, 2),
         "requests_per_s": round(len(everything) / wall, 1),
+        # the server and its clients share this process: an upper bound on the server's
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "latency_s": {
             k: {
                 "n": len(v),
@@ -173,7 +177,8 @@ def main() -> None:
     for k, v in result["latency_s"].items():
         print(f"| {k} | {v['n']} | {v['p50']} | {v['p95']} | {v['max']} |")
     print(
-        f"errors: {len(errors)}; {result['requests_per_s']} requests/s; first report {first_report:.2f} s"
+        f"errors: {len(errors)}; {result['requests_per_s']} requests/s; first report "
+        f"{first_report:.2f} s; peak RSS {result['peak_rss_mb']} MB (server and clients)"
     )
     for e in errors[:5]:
         print("  ", e)

@@ -47,7 +47,9 @@ def main() -> None:
 
     tok = train_tokenizer(synthetic_corpus(50, 0), vocab_size=2000)  # no LM pass here
     cfg = load_config(
-        TrainConfig, args.config, [f"train_split={args.split}", "val_split=null", *args.overrides]
+        TrainConfig,
+        args.config,
+        [f"train_split={args.split}", "val_split=null", "calibrate_slots=false", *args.overrides],
     )
     state = T.setup(cfg, tok, args.data, args.cache)
     if args.channels_last:
