@@ -1,4 +1,5 @@
-"""Timing of training steps for the step benchmarks (language_step.py, vision_step.py)."""
+"""Shared parts of the step benchmarks (vision_step.py, language_step.py,
+train_throughput.py): their config, the language phase's memo, the timing."""
 
 from __future__ import annotations
 
@@ -7,7 +8,30 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from vipet.config import load_config
 from vipet.train import trainer as T
+from vipet.train.config import TrainConfig
+
+
+def bench_config(config: Path, split: str, *overrides: str) -> TrainConfig:
+    """``config`` trained on ``split`` alone: no validation split, so no slot calibration
+    either (it tunes on validation), then ``overrides``."""
+    return load_config(
+        TrainConfig,
+        config,
+        [f"train_split={split}", "val_split=null", "calibrate_slots=false", *overrides],
+    )
+
+
+def fill_memo(state: Any, batches: Iterator[Any]) -> None:
+    """One epoch of language batches through the memo: every volume of the split and its
+    teacher slots computed once, as a run has them after its first language epoch."""
+    assert state.memo is not None
+    for _ in range(len(state.loader)):
+        batch = next(batches)
+        vision = state.memo.vision(state.raw_model, batch, T._autocast(state))
+        if state.cfg.slot_teacher > 0:
+            state.memo.teacher(state.raw_model, batch, vision.grid)
 
 
 def time_steps(

@@ -22,12 +22,10 @@ import json
 import time
 from pathlib import Path
 
-from _steps import time_steps
+from _steps import bench_config, fill_memo, time_steps
 
-from vipet.config import load_config
 from vipet.model.checkpoint import load_vipet
 from vipet.train import trainer as T
-from vipet.train.config import TrainConfig
 
 
 def main() -> None:
@@ -49,17 +47,7 @@ def main() -> None:
     if args.weights:
         model, tok = load_vipet(args.weights)
         weights = model.state_dict()
-    cfg = load_config(
-        TrainConfig,
-        args.config,
-        [
-            f"train_split={args.split}",
-            "val_split=null",
-            "calibrate_slots=false",
-            "vision_steps=1",
-            *args.overrides,
-        ],
-    )
+    cfg = bench_config(args.config, args.split, "vision_steps=1", *args.overrides)
     if tok is None:
         from vipet.data.tokenizer import corpus_from_dataset, train_tokenizer
 
@@ -70,13 +58,8 @@ def main() -> None:
     state.step, state.phase = cfg.vision_steps, "language"
     T.enter_language_phase(state)
     batches = T._micro_batches(state, "language")
-    assert state.memo is not None
     t0 = time.perf_counter()
-    for _ in range(len(state.loader)):  # one epoch: every volume of the split memoised
-        batch = next(batches)
-        vision = state.memo.vision(state.raw_model, batch, T._autocast(state))
-        if cfg.slot_teacher > 0:  # and their teacher slots, as the steps will want them
-            state.memo.teacher(state.raw_model, batch, vision.grid)
+    fill_memo(state, batches)
     fill = time.perf_counter() - t0
     per_step = time_steps(state, batches, args.steps, args.warmup, args.profile)
     result = {

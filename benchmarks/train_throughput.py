@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _steps import time_steps
+from _steps import bench_config, fill_memo, time_steps
 from torch.utils.flop_counter import FlopCounterMode
 
 from vipet.config import load_config
@@ -125,16 +125,7 @@ def main() -> None:
         model, tok = load_vipet(args.weights)
         weights = model.state_dict()
     run = load_config(TrainConfig, args.config, list(args.overrides))
-    cfg = load_config(
-        TrainConfig,
-        args.config,
-        [
-            f"train_split={args.split}",
-            "val_split=null",
-            "calibrate_slots=false",
-            *args.overrides,
-        ],
-    )
+    cfg = bench_config(args.config, args.split, *args.overrides)
     if tok is None:
         tok = train_tokenizer(corpus_from_dataset(args.data), vocab_size=4000)
     precision = cfg.precision if cfg.precision in DTYPES else "fp32"
@@ -160,12 +151,7 @@ def main() -> None:
         state.step, state.phase = cfg.vision_steps, "language"
         T.enter_language_phase(state)
         if state.memo is not None:  # every volume of the split memoised first, as in a run
-            batches = T._micro_batches(state, "language")
-            for _ in range(len(state.loader)):
-                batch = next(batches)
-                vision = state.memo.vision(state.raw_model, batch, T._autocast(state))
-                if cfg.slot_teacher > 0:
-                    state.memo.teacher(state.raw_model, batch, vision.grid)
+            fill_memo(state, T._micro_batches(state, "language"))
     phases["language"] = phase(
         state, "language", args.steps, args.warmup, cfg.optim.batch_size, peak
     )

@@ -20,11 +20,9 @@ import json
 from pathlib import Path
 
 import torch
-from _steps import time_steps
+from _steps import bench_config, time_steps
 
-from vipet.config import load_config
 from vipet.train import trainer as T
-from vipet.train.config import TrainConfig
 
 
 def main() -> None:
@@ -40,22 +38,32 @@ def main() -> None:
     ap.add_argument(
         "--channels-last", action="store_true", help="hold conv weights channels-last (NDHWC)"
     )
+    ap.add_argument(
+        "--ops", type=int, default=0, help="then profile 3 steps by operator and print the top N"
+    )
     ap.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = ap.parse_args()
 
     from vipet.data.tokenizer import synthetic_corpus, train_tokenizer
 
     tok = train_tokenizer(synthetic_corpus(50, 0), vocab_size=2000)  # no LM pass here
-    cfg = load_config(
-        TrainConfig,
-        args.config,
-        [f"train_split={args.split}", "val_split=null", "calibrate_slots=false", *args.overrides],
-    )
+    cfg = bench_config(args.config, args.split, *args.overrides)
     state = T.setup(cfg, tok, args.data, args.cache)
     if args.channels_last:
         state.raw_model.to(memory_format=torch.channels_last_3d)
     batches = T._micro_batches(state, "vision")
     per_step = time_steps(state, batches, args.steps, args.warmup, args.profile)
+    if args.ops:
+        from torch.profiler import profile
+
+        with profile() as prof:
+            for _ in range(3):
+                T.train_step(state, [next(batches)])
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        print(f"share of the self CPU time over 3 steps ({total / 3e6:.2f} s a step):")
+        for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[: args.ops]:
+            print(f"  {e.self_cpu_time_total / total:6.1%}  {e.key}")
     result = {
         "config": str(args.config),
         "overrides": args.overrides,

@@ -205,8 +205,8 @@ def _conv_of_concat(conv: nn.Conv3d, x: torch.Tensor, skips: torch.Tensor) -> to
     input channels, so the parameters and the result are the same (to float rounding).
     Why: the concatenated tensor of the full-resolution level (8 x 64 x 64 x 24 x 24 on a
     vision batch) costs its copy, its bf16 cast and, in the backward, the copies of its
-    gradient's slices; that level's forward + backward alone went 0.31 s → 0.17 s
-    (docs/benchmarks.md, "Training throughput")."""
+    gradient's slices; that level's forward + backward alone went 0.335 s → 0.234 s
+    (benchmarks/head_level.py)."""
     c = x.shape[1]
     w = conv.weight
     pad, stride = conv.padding, conv.stride

@@ -536,7 +536,7 @@ class ViPetModel(PreTrainedModel):
                 )
             logits = out.logits[:, -1].float()
             logits[written >= n_filled, marker] = float("-inf")
-            if step < min_new_tokens and len(stops):
+            if step < min_new_tokens:
                 logits[:, stops] = float("-inf")
             token = torch.where(
                 done, torch.full_like(done, pad, dtype=torch.long), logits.argmax(-1)
