@@ -357,7 +357,9 @@ def test_region_findings_refuse_a_non_region_and_a_bad_language() -> None:
 @pytest.mark.parametrize("lang", LANGS)
 def test_region_findings_marker_opens_each_lesion_sentence_only(lang: str) -> None:
     by_id = {lesion.id: lesion for lesion in example_lesions()}
-    seen = [by_id[6], by_id[4], by_id[7], by_id[5], by_id[1]]
+    # seen in the chest volume: a neck node (a line before the chest's), the chest's own
+    # lesions, a liver mass and two bone lesions (lines after it)
+    seen = [by_id[0], by_id[6], by_id[4], by_id[7], by_id[5], by_id[1]]
     for seed in range(6):
         physiology = PHYSIOLOGY if seed % 2 else None
         args = (seen, "chest", lang)
@@ -367,7 +369,17 @@ def test_region_findings_marker_opens_each_lesion_sentence_only(lang: str) -> No
         )
         assert marked.count("<finding>") == len(seen)
         assert marked.replace("<finding>", "") == plain  # it takes no place in the text
-        for line in marked.splitlines():  # each marker opens a lesion's sentence
-            for part in line.split("<finding>")[1:]:
+        own = heading("chest", lang)
+        lines = marked.split("\n")
+        for i, line in enumerate(lines):
+            # another section's line is led by its first lesion's marker, at the end
+            # of the line before it (or at the start): the slot comes before the heading
+            led = lines[i - 1].endswith("<finding>") if i else line.startswith("<finding>")
+            line = line.removeprefix("<finding>") if i == 0 else line
+            line = line.removesuffix("<finding>") if i + 1 < len(lines) else line
+            title, _, body = line.partition(":")
+            assert led == (title != own), line
+            parts = body.split("<finding>")
+            for part in parts if led else parts[1:]:  # each marker opens a lesion sentence
                 first = part.strip().split(". ")[0]
                 assert any(finding_matches(first, les, lang) for les in seen), first
