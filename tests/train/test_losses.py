@@ -7,9 +7,11 @@ from dataclasses import fields
 import pytest
 import torch
 
+from vipet.data.prompts import IGNORE_INDEX
 from vipet.model.attention_map import tokens_to_voxels
 from vipet.train.losses import (
     LossWeights,
+    answer_cross_entropy,
     combine,
     contrastive_loss,
     focal_tversky_from_counts,
@@ -114,3 +116,39 @@ def test_the_token_grid_loss_is_the_voxel_loss_of_the_spread_map() -> None:
         voxels_per_token(mask[..., :8], grid)
     with pytest.raises(ValueError, match="differ"):
         focal_tversky_from_counts(tokens, inside[..., :17], total)
+
+
+def _answers() -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of two examples: a 6-token answer and a 1-token answer (labels ignore the rest)."""
+    logits = torch.randn(2, 8, 11, generator=torch.Generator().manual_seed(0))
+    labels = torch.full((2, 8), IGNORE_INDEX)
+    labels[0, 2:8] = torch.tensor([1, 2, 3, 4, 5, 6])  # a report
+    labels[1, 6] = 7  # a yes/no answer
+    return logits, labels
+
+
+def test_answer_cross_entropy_token_is_the_causal_lm_loss() -> None:
+    logits, labels = _answers()
+    # by hand: the logit at t predicts the label at t + 1, over the 7 answer tokens
+    ce = [
+        torch.nn.functional.cross_entropy(logits[b, t - 1][None], labels[b, t][None])
+        for b in range(2)
+        for t in range(1, 8)
+        if labels[b, t] != IGNORE_INDEX
+    ]
+    want = torch.stack(ce).mean()
+    assert answer_cross_entropy(logits, labels, "token").item() == pytest.approx(want.item())
+
+
+def test_answer_cross_entropy_sample_weighs_each_example_once() -> None:
+    logits, labels = _answers()
+    per = [answer_cross_entropy(logits[b : b + 1], labels[b : b + 1], "token") for b in range(2)]
+    sample = answer_cross_entropy(logits, labels, "sample")
+    assert sample.item() == pytest.approx(((per[0] + per[1]) / 2).item())
+    # the one-token answer weighs 1/2 here, 1/7 by tokens
+    assert sample.item() != pytest.approx(answer_cross_entropy(logits, labels, "token").item())
+    # an example with no answer tokens is left out, not counted as zero
+    labels[1] = IGNORE_INDEX
+    assert answer_cross_entropy(logits, labels, "sample").item() == pytest.approx(per[0].item())
+    with pytest.raises(ValueError, match="lm reduction"):
+        answer_cross_entropy(logits, labels, "mean")

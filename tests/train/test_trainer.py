@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import signal
 import subprocess
@@ -114,6 +115,7 @@ def straight(tok, data, tmp_path_factory) -> Path:
         {"slot_teacher": 1.5},
         {"align_tasks": ()},
         {"align_tasks": ("summary",)},
+        {"lm_reduction": "mean"},
     ],
 )
 def test_config_rejects_bad_values(kwargs) -> None:
@@ -484,6 +486,25 @@ def test_align_tasks_align_only_their_examples(tok, data, tmp_path) -> None:
     assert all(rows == batch.count("report") for batch, rows in calls)
     logged = {r["step"]: "loss/align" in r for r in _train_lines(tmp_path)}
     assert [logged[i + 1] for i in range(8)] == ["report" in batch for batch, _ in train]
+
+
+def test_lm_reduction_sample_trains_on_per_example_means(tok, data, tmp_path) -> None:
+    from vipet.train import trainer
+
+    seen: list[str] = []
+    inner = trainer.answer_cross_entropy
+
+    def spy(logits, labels, reduction="token"):
+        seen.append(reduction)
+        return inner(logits, labels, reduction)
+
+    cfg = _cfg(tmp_path, max_steps=3, lm_reduction="sample", eval_every=0)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(trainer, "answer_cross_entropy", spy)
+        fit(cfg, tok, *data)
+    assert seen[:3] == ["sample"] * 3  # every step's LM loss, from the logits
+    lm = [r["loss/lm"] for r in _train_lines(tmp_path)]
+    assert len(lm) == 3 and all(math.isfinite(v) and v > 0 for v in lm)
 
 
 def test_cli_train_with_config_and_overrides(tmp_path, capsys) -> None:

@@ -15,7 +15,7 @@ from vipet.model.fusion import FUSIONS
 from vipet.model.language import LoraSettings
 from vipet.model.presets import PRESETS
 from vipet.model.vipet import PARTS
-from vipet.train.losses import LossWeights
+from vipet.train.losses import LM_REDUCTIONS, LossWeights
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 STRATEGIES: tuple[str, ...] = ("ddp", "fsdp")
@@ -127,6 +127,11 @@ class TrainConfig:
     lesion mask) is where it should look; a yes/no answer has no such place — "is the
     study normal?" must read every region's findings — and aligned to the lesions it
     learnt not to read its finding slots at all (docs/training.md, run 14)."""
+    lm_reduction: str = "token"
+    """How the LM cross-entropy averages its answer tokens (`vipet.train.losses.LM_REDUCTIONS`):
+    "token" over the batch's answer tokens (HF's), "sample" per example first, so that a
+    yes/no answer weighs as much as a report — by tokens, a batch's questions were about
+    1 % of the LM loss (docs/training.md, run 18)."""
     train_split: str = "train"
     """Split trained on."""
     val_split: str | None = "val"
@@ -187,6 +192,10 @@ class TrainConfig:
         if bad_tasks or not self.align_tasks:
             raise ValueError(
                 f"align_tasks must name tasks from {list(TASKS)}, got {self.align_tasks!r}"
+            )
+        if self.lm_reduction not in LM_REDUCTIONS:
+            raise ValueError(
+                f"lm_reduction must be one of {list(LM_REDUCTIONS)}, got {self.lm_reduction!r}"
             )
         if not self.out_dir:
             raise ValueError("out_dir must not be empty")

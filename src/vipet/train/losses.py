@@ -9,6 +9,8 @@
 - **Findings**: BCE or focal loss of the findings head's region labels, and its voxel
   losses — lesion-centre heatmap, segmentation, per-voxel attributes
   (`vipet.model.diag_head`).
+- **LM cross-entropy** on the answer tokens (`answer_cross_entropy`), averaged over the
+  batch's answer tokens (HF's, "token") or per example first ("sample", `LM_REDUCTIONS`).
 - **Contrastive** (encoder pretraining): CLIP's symmetric InfoNCE between study image
   embeddings and report text embeddings.
 
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from vipet.data.prompts import IGNORE_INDEX
 
 
 def focal_tversky_loss(
@@ -114,6 +118,36 @@ class LossWeights:
     def __post_init__(self) -> None:
         if min(vars(self).values()) < 0:
             raise ValueError("loss weights must be >= 0")
+
+
+def _token_mean(ce: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return ce.sum() / mask.sum().clamp_min(1)
+
+
+def _sample_mean(ce: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    per_sample = ce.sum(dim=1) / mask.sum(dim=1).clamp_min(1)
+    has = mask.any(dim=1)
+    return per_sample[has].mean() if bool(has.any()) else ce.sum()
+
+
+LM_REDUCTIONS = {"token": _token_mean, "sample": _sample_mean}
+"""How `answer_cross_entropy` averages: "token" — over all answer tokens of the batch (a
+150-token report weighs 75 times a two-token yes/no answer; HF's causal-LM loss);
+"sample" — each example's mean first, then over the examples (every answer counts once)."""
+
+
+def answer_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, reduction: str = "token"
+) -> torch.Tensor:
+    """Next-token cross-entropy of ``logits`` ``(B, T, V)`` on ``labels`` ``(B, T)``
+    (IGNORE_INDEX outside the answers), reduced as `LM_REDUCTIONS` says."""
+    if reduction not in LM_REDUCTIONS:
+        raise ValueError(f"lm reduction must be one of {list(LM_REDUCTIONS)}, got {reduction!r}")
+    target = labels[:, 1:]
+    ce = F.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), target, ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    return LM_REDUCTIONS[reduction](ce, target != IGNORE_INDEX)
 
 
 def combine(

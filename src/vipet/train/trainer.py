@@ -71,6 +71,7 @@ from vipet.train.build import build_for_training, trainable_summary
 from vipet.train.config import TrainConfig
 from vipet.train.curves import plot_curves
 from vipet.train.losses import (
+    answer_cross_entropy,
     combine,
     contrastive_loss,
     focal_tversky_from_counts,
@@ -462,11 +463,13 @@ def language_losses(
         slots = state.memo.teacher(
             raw, t | {k: batch[k] for k in ("study_id", "region")}, vision.grid
         )
+    # "token" is the LM's own loss; any other reduction reads the logits
+    own_loss = state.cfg.lm_reduction == "token"
     with _autocast(state):
         out = state.model(
             input_ids=t["input_ids"],
             attention_mask=t["attention_mask"],
-            labels=t["labels"],
+            labels=t["labels"] if own_loss else None,
             ct=t["ct"],
             pet=t["pet"],
             zones=t["zones"],
@@ -475,7 +478,10 @@ def language_losses(
             output_attentions=align,
             with_language=weights.lm > 0 or align,  # encoder pretraining needs no LM pass
         )
-        parts: dict[str, torch.Tensor | None] = {"lm": out.loss}
+        lm = out.loss
+        if not own_loss and out.logits is not None:
+            lm = answer_cross_entropy(out.logits, t["labels"], state.cfg.lm_reduction)
+        parts: dict[str, torch.Tensor | None] = {"lm": lm}
         dense = out.visual.dense if out.visual is not None else None
         if dense is not None and not _vision_frozen(state):
             stride = tuple(raw.config.ct_encoder_settings.pyramid_strides[0])
