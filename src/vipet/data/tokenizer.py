@@ -60,7 +60,9 @@ END_TOKEN = "<|end|>"  # closes every chat turn; an assistant answer ends with i
 FINDING_TOKEN = "<finding>"
 """Opens each lesion's sentence in a region's findings text when the model points its
 finding slots into the text (`ViPetConfig.slot_pointer`): the k-th marker takes the
-k-th filled slot's embedding, so the words that follow describe that slot."""
+k-th filled slot's embedding, so the words that follow describe that slot. The first
+lesion reported under another section opens that section's line instead, heading
+included (`vipet.reports.render.render_region_findings`)."""
 
 # The tokens ViPET's prompts need beyond a language model's own bos/eos/pad/unk.
 VIPET_TOKENS: tuple[str, ...] = (
