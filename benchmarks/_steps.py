@@ -3,6 +3,7 @@ train_throughput.py): their config, the language phase's memo, the timing."""
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,36 @@ from typing import Any
 from vipet.config import load_config
 from vipet.train import trainer as T
 from vipet.train.config import TrainConfig
+
+
+def step_parser(doc: str, steps: int, weights: bool = True) -> argparse.ArgumentParser:
+    """The arguments every step benchmark takes (a script adds its own before parsing);
+    ``weights``: also ``--weights``, a saved model to start from."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--cache", type=Path, required=True)
+    if weights:
+        ap.add_argument("--weights", type=Path, help="a saved model whose weights to load")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("overrides", nargs="*", help="key=value config overrides")
+    return ap
+
+
+def weights_and_tokenizer(weights: Path | None, data: Path) -> tuple[dict | None, Any]:
+    """A saved model's state dict and tokenizer, or (None, a tokenizer trained on the
+    dataset's texts) without one."""
+    if weights is not None:
+        from vipet.model.checkpoint import load_vipet
+
+        model, tok = load_vipet(weights)
+        return model.state_dict(), tok
+    from vipet.data.tokenizer import corpus_from_dataset, train_tokenizer
+
+    return None, train_tokenizer(corpus_from_dataset(data), vocab_size=4000)
 
 
 def bench_config(config: Path, split: str, *overrides: str) -> TrainConfig:

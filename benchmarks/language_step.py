@@ -17,41 +17,22 @@ machine: two processes on two cores slow each other several-fold.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
-from _steps import bench_config, fill_memo, time_steps
+from _steps import bench_config, fill_memo, step_parser, time_steps, weights_and_tokenizer
 
-from vipet.model.checkpoint import load_vipet
 from vipet.train import trainer as T
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", type=Path, required=True)
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--cache", type=Path, required=True)
-    ap.add_argument("--weights", type=Path, help="a saved model whose weights to load")
-    ap.add_argument("--split", default="val")
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap = step_parser(__doc__, steps=30)
     ap.add_argument("--profile", type=Path)
-    ap.add_argument("--json", type=Path)
-    ap.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = ap.parse_args()
 
-    tok = None
-    weights = None
-    if args.weights:
-        model, tok = load_vipet(args.weights)
-        weights = model.state_dict()
+    weights, tok = weights_and_tokenizer(args.weights, args.data)
     cfg = bench_config(args.config, args.split, "vision_steps=1", *args.overrides)
-    if tok is None:
-        from vipet.data.tokenizer import corpus_from_dataset, train_tokenizer
-
-        tok = train_tokenizer(corpus_from_dataset(args.data), vocab_size=4000)
     state = T.setup(cfg, tok, args.data, args.cache)
     if weights is not None:
         state.raw_model.load_state_dict(weights)

@@ -25,16 +25,14 @@ Run it on an idle machine: two processes on two cores slow each other several-fo
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import resource
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
-from _steps import bench_config, fill_memo, time_steps
+from _steps import bench_config, fill_memo, step_parser, time_steps, weights_and_tokenizer
 from torch.utils.flop_counter import FlopCounterMode
 
 from vipet.config import load_config
@@ -105,29 +103,10 @@ def phase(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", type=Path, required=True)
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--cache", type=Path, required=True)
-    ap.add_argument("--weights", type=Path, help="a saved model whose weights to load")
-    ap.add_argument("--split", default="val")
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--json", type=Path)
-    ap.add_argument("overrides", nargs="*", help="key=value config overrides")
-    args = ap.parse_args()
-
-    from vipet.data.tokenizer import corpus_from_dataset, train_tokenizer
-    from vipet.model.checkpoint import load_vipet
-
-    weights, tok = None, None
-    if args.weights:
-        model, tok = load_vipet(args.weights)
-        weights = model.state_dict()
+    args = step_parser(__doc__, steps=20).parse_args()
+    weights, tok = weights_and_tokenizer(args.weights, args.data)
     run = load_config(TrainConfig, args.config, list(args.overrides))
     cfg = bench_config(args.config, args.split, *args.overrides)
-    if tok is None:
-        tok = train_tokenizer(corpus_from_dataset(args.data), vocab_size=4000)
     precision = cfg.precision if cfg.precision in DTYPES else "fp32"
     peaks = {name: matmul_peak(dtype) for name, dtype in DTYPES.items()}
     peak = peaks[precision]

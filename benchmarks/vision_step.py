@@ -15,33 +15,24 @@ Prints the seconds a step (and writes JSON with ``--json``). Run it on an idle m
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
-from _steps import bench_config, time_steps
+from _steps import bench_config, step_parser, time_steps
 
 from vipet.train import trainer as T
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", type=Path, required=True)
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--cache", type=Path, required=True)
-    ap.add_argument("--split", default="val")
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap = step_parser(__doc__, steps=20, weights=False)
     ap.add_argument("--profile", type=Path)
-    ap.add_argument("--json", type=Path)
     ap.add_argument(
         "--channels-last", action="store_true", help="hold conv weights channels-last (NDHWC)"
     )
     ap.add_argument(
         "--ops", type=int, default=0, help="then profile 3 steps by operator and print the top N"
     )
-    ap.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = ap.parse_args()
 
     from vipet.data.tokenizer import synthetic_corpus, train_tokenizer

@@ -9,7 +9,8 @@ Two tables from a predictions file (`vipet evaluate --out`'s predictions.jsonl, 
   the same type, when there is one ("nodule abdomen -> lung": written at another
   place), else counted missing; written lesions left over are extra.
 - **Yes/no questions**, by the kind the phantom gives them (a lesion type in a region,
-  a named lesion's avidity, a normal study): accuracy, and the answer against the truth.
+  a named lesion's avidity, a normal study): accuracy as `vipet evaluate` scores it
+  (its ``by_kind``), and the answer against the truth, which it does not show.
 
     .venv/bin/python scripts/report_errors.py RUN/eval_vi/predictions.jsonl --data data/phantom
 """
@@ -19,20 +20,25 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
-from vipet.io.vipet_dataset import ground_truth
+from vipet.evaluation.runner import references, vqa_items
+from vipet.evaluation.vqa import parse_answer, score_item
 from vipet.reports.extract import extract_findings
 
+WORD = {True: "yes", False: "no", None: "unparsed"}
 
-def place_errors(rows: list[dict], data: Path, lang: str) -> tuple[int, Counter]:
-    """(lesions written right, Counter of (type, reference place, written place))."""
+
+def place_errors(
+    by_id: Mapping[str, dict], refs: Mapping[str, dict], lang: str
+) -> tuple[int, Counter]:
+    """(lesions written right, Counter of (type, reference place, written place)) over
+    the studies of ``refs`` (`references`) that ``by_id`` (rows by study id) answers."""
     right, errors = 0, Counter()
-    for row in rows:
-        gt = ground_truth(data, row["id"])
-        ref = Counter((les["type"], les["location"]) for les in gt.get("lesions", []))
-        text = row["report"] if isinstance(row["report"], str) else json.dumps(row["report"])
-        out = Counter((les.type, les.location) for les in extract_findings(text, lang))
+    for sid, row in by_id.items():
+        ref = Counter((les["type"], les["location"]) for les in refs[sid]["lesions"] or [])
+        out = Counter((les.type, les.location) for les in extract_findings(row["report"], lang))
         both = ref & out
         right += sum(both.values())
         ref_left, out_left = ref - both, out - both
@@ -51,18 +57,19 @@ def place_errors(rows: list[dict], data: Path, lang: str) -> tuple[int, Counter]
     return right, errors
 
 
-def yes_no_by_kind(rows: list[dict], data: Path, lang: str) -> dict[str, Counter]:
-    """Per question kind: Counter of (truth, answer) over the yes/no questions."""
+def yes_no_by_kind(
+    by_id: Mapping[str, dict], refs: Mapping[str, dict], lang: str
+) -> dict[str, Counter]:
+    """Per question kind: Counter of (truth, answer, right) over the yes/no questions,
+    parsed and scored as the evaluation runner scores them (`score_item`)."""
     out: dict[str, Counter] = {}
-    for row in rows:
-        gt = ground_truth(data, row["id"])
-        questions = {q["question"]: q for q in gt.get(f"questions_{lang}", [])}
-        for answer in row.get("answers", []):
-            q = questions.get(answer["question"])
-            if q is None or q.get("answer_type") != "yes_no":
-                continue
-            truth, said = q["answer"].strip().lower(), answer["prediction"].strip().lower()
-            out.setdefault(q["kind"], Counter())[(truth, said)] += 1
+    for item in vqa_items(by_id, refs, lang):
+        if item["answer_type"] != "yes_no":
+            continue
+        truth = WORD[parse_answer(item["answer"], "yes_no", lang)]
+        said = WORD[parse_answer(item["prediction"], "yes_no", lang)]
+        right = bool(score_item(item)["correct"])
+        out.setdefault(item["kind"], Counter())[(truth, said, right)] += 1
     return out
 
 
@@ -74,20 +81,26 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=20, help="lesion errors listed")
     args = parser.parse_args()
     rows = [json.loads(line) for line in args.predictions.read_text().splitlines() if line]
-    rows = [r for r in rows if r.get("lang", args.lang) == args.lang]
-    right, errors = place_errors(rows, args.data, args.lang)
-    print(f"{len(rows)} studies; lesions written with their type and place: {right}")
+    by_id = {r["id"]: r for r in rows if r.get("lang", args.lang) == args.lang}
+    refs = references(args.data, by_id, args.lang)  # each ground truth read once
+    right, errors = place_errors(by_id, refs, args.lang)
+    ref_lesions = [les for sid in by_id for les in refs[sid]["lesions"] or []]
+    never = sum("other" in (les["type"], les["location"]) for les in ref_lesions)
+    print(
+        f"{len(by_id)} studies, {len(ref_lesions)} reference lesions ({never} of type or place "
+        f'"other": the protocol never matches them); written with their type and place: {right}'
+    )
     print("| n | type | reference place | written place |\n|---|---|---|---|")
     for (kind, ref, out), n in errors.most_common(args.top):
         print(f"| {n} | {kind} | {ref} | {out} |")
-    kinds = yes_no_by_kind(rows, args.data, args.lang)
+    kinds = yes_no_by_kind(by_id, refs, args.lang)
     total = sum(sum(c.values()) for c in kinds.values())
-    correct = sum(n for c in kinds.values() for (t, s), n in c.items() if t == s)
+    correct = sum(n for c in kinds.values() for (_, _, ok), n in c.items() if ok)
     print(f"\nyes/no questions: {correct}/{total} = {correct / max(total, 1):.3f}")
     print("| kind | right | accuracy | truth -> answer |\n|---|---|---|---|")
     for kind, c in sorted(kinds.items()):
-        ok, n = sum(v for (t, s), v in c.items() if t == s), sum(c.values())
-        pairs = ", ".join(f"{t}->{s}: {v}" for (t, s), v in sorted(c.items()))
+        ok, n = sum(v for (_, _, r), v in c.items() if r), sum(c.values())
+        pairs = ", ".join(f"{t}->{a}: {v}" for (t, a, _), v in sorted(c.items()))
         print(f"| {kind} | {ok}/{n} | {ok / n:.3f} | {pairs} |")
 
 

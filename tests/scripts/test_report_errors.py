@@ -46,11 +46,12 @@ def test_place_errors_pairs_a_misplaced_lesion_with_its_type(report_errors, data
         "Hình ảnh hạch hố nách phải, kích thước 9 mm. "
         "Hình ảnh hạch hố nách trái, kích thước 7 mm."
     )
-    right, errors = report_errors.place_errors([{"id": "s1", "report": report}], data, "vi")
+    refs = report_errors.references(data, ["s1"], "vi")
+    right, errors = report_errors.place_errors({"s1": {"report": report}}, refs, "vi")
     assert right == 1
     # with the node left out instead, it is missing
     report = report.split(" Hình ảnh hạch")[0]
-    _, errors_2 = report_errors.place_errors([{"id": "s1", "report": report}], data, "vi")
+    _, errors_2 = report_errors.place_errors({"s1": {"report": report}}, refs, "vi")
     assert errors_2[("lymph_node", "mediastinum", "MISSING")] == 1
     assert errors == {
         ("nodule", "abdomen", "lung"): 1,
@@ -62,9 +63,10 @@ def test_place_errors_pairs_a_misplaced_lesion_with_its_type(report_errors, data
 def test_yes_no_by_kind_counts_truth_against_answer(report_errors, data) -> None:
     answers = [
         {"question": "Q1", "prediction": "Không"},
-        {"question": "Q2", "prediction": " không"},
+        {"question": "Q2", "prediction": " không, 1"},  # parsed as the evaluator parses it
         {"question": "Q3", "prediction": "12 mm"},  # not a yes/no question
         {"question": "unknown", "prediction": "Có"},
     ]
-    kinds = report_errors.yes_no_by_kind([{"id": "s1", "answers": answers}], data, "vi")
-    assert kinds == {"avid": {("có", "không"): 1}, "normal": {("không", "không"): 1}}
+    refs = report_errors.references(data, ["s1"], "vi")
+    kinds = report_errors.yes_no_by_kind({"s1": {"answers": answers}}, refs, "vi")
+    assert kinds == {"avid": {("yes", "no", False): 1}, "normal": {("no", "no", True): 1}}

@@ -135,11 +135,11 @@ def evaluate(
         "distinct_reports": len(set(pred_text.values())) / max(1, len(pred_text)),
     }
     result["per_study_f1"] = per_study_summary(result["clinical"]["per_study"])
-    vqa_items = _vqa_items(by_id, refs, lang)
-    if vqa_items:
+    items = vqa_items(by_id, refs, lang)
+    if items:
         from vipet.evaluation.vqa import score_vqa
 
-        result["vqa"] = score_vqa(vqa_items)
+        result["vqa"] = score_vqa(items)
     return result
 
 
@@ -160,9 +160,11 @@ def per_study_summary(per_study: Mapping[str, Mapping[str, float]]) -> dict[str,
     return out
 
 
-def _vqa_items(
+def vqa_items(
     by_id: Mapping[str, dict], refs: Mapping[str, dict], lang: str
 ) -> list[dict[str, Any]]:
+    """Each reference question a prediction answers, with its ``prediction`` and ``lang``
+    (``by_id``: predictions by study id; ``refs``: `references`)."""
     items = []
     for sid, ref in refs.items():
         answers = {a["question"]: a["prediction"] for a in by_id.get(sid, {}).get("answers", [])}

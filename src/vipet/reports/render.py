@@ -264,13 +264,13 @@ def render_region_findings(
         # (opening, sentence): a lesion's sentence opens with the marker
         sentences = [(marker, render_finding(lesion, lang, rng)) for lesion in members]
         lead = ""  # what comes before the line: another section's first marker
-        if key != region:
-            lead, sentences[0] = marker, ("", sentences[0][1])
         if key == region:
             sentences += [("", s) for s in _negatives(key, members, lang, rng)]
             physio = _physiology(key, lang, rng, physiology) if physiology else []
             physio_pairs = [("", s) for s in physio]
             sentences = physio_pairs + sentences if chance(rng, 0.5) else sentences + physio_pairs
+        else:
+            lead, sentences[0] = marker, ("", sentences[0][1])
         heading = vi_heading if lang == "vi" else en_heading
         # the marker takes the place of nothing: "heading:<m> First.<m> Second. Other."
         # reads "heading: First. Second. Other." once special tokens are dropped

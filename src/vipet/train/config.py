@@ -130,9 +130,9 @@ class TrainConfig:
     lm_reduction: str = "token"
     """How the LM cross-entropy averages its answer tokens (`vipet.train.losses.LM_REDUCTIONS`):
     "token" over the batch's answer tokens (HF's), "sample" per example first, so that a
-    yes/no answer weighs as much as a report. By tokens, a region's findings text is ~60
-    tokens and an answer ~3, so a batch's questions make ~5 % of the LM loss (docs/training.md,
-    run 18)."""
+    yes/no answer weighs as much as a report. By tokens, a report section is ~55 tokens and an
+    answer ~3, so a batch's questions make ~5 % of the LM loss (scripts/answer_lengths.py;
+    docs/training.md, run 18)."""
     train_split: str = "train"
     """Split trained on."""
     val_split: str | None = "val"

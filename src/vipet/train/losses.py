@@ -132,7 +132,7 @@ def _sample_mean(ce: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 LM_REDUCTIONS = {"token": _token_mean, "sample": _sample_mean}
 """How `answer_cross_entropy` averages: "token" — over all answer tokens of the batch (a
-60-token region text weighs 30 times a two-token yes/no answer; HF's causal-LM loss);
+55-token report section weighs 18 times a 3-token answer; HF's causal-LM loss);
 "sample" — each example's mean first, then over the examples (every answer counts once)."""
 
 
