@@ -69,6 +69,8 @@ def _first(ds: ViPetDataset, **want) -> int:
         {"report_scope": "organ"},
         {"region_target": "organ"},
         {"max_length": 0},
+        {"vqa_turns": 0},
+        {"vqa_turns": 2.5},
     ],
 )
 def test_config_rejects_bad_values(kwargs) -> None:
@@ -165,6 +167,41 @@ def test_examples_are_enumerated_and_mixed_deterministically(data, tok, model) -
         root, cache, "train", tok, n_visual, DataConfig(tasks_ratio={"vqa": 1.0})
     )
     assert {e.task for e in only_vqa.examples} == {"vqa"}
+
+
+def test_vqa_turns_group_a_scopes_questions_into_conversations(data, tok, model) -> None:
+    root, cache = data
+    n_visual = model.visual_tokens_per_region
+    one = ViPetDataset(root, cache, "train", tok, n_visual, DataConfig(langs=("en",)))
+    cfg = DataConfig(langs=("en",), vqa_turns=3)
+    many = ViPetDataset(root, cache, "train", tok, n_visual, cfg)
+    assert many.tasks["vqa"] == ViPetDataset(root, cache, "train", tok, n_visual, cfg).tasks["vqa"]
+    assert all(not e.history for e in one.tasks["vqa"])
+    # every question is asked exactly once, in a conversation about its own scope
+    asked = lambda ds: sorted(  # noqa: E731
+        (e.study_id, e.region, q, a)
+        for e in ds.tasks["vqa"]
+        for q, a in (*e.history, (e.question, e.answer))
+    )
+    assert asked(many) == asked(one)
+    assert max(len(e.history) for e in many.tasks["vqa"]) == 2
+    scopes = {(e.study_id, e.region) for e in one.tasks["vqa"]}
+    per_scope = {k: sum((e.study_id, e.region) == k for e in one.tasks["vqa"]) for k in scopes}
+    assert len(many.tasks["vqa"]) == sum(-(-n // 3) for n in per_scope.values())
+
+
+def test_a_conversation_learns_every_answer(data, tok, model) -> None:
+    root, cache = data
+    n_visual = model.visual_tokens_per_region
+    cfg = DataConfig(tasks_ratio={"vqa": 1.0}, langs=("en",), vqa_turns=4)
+    ds = ViPetDataset(root, cache, "train", tok, n_visual, cfg)
+    i = next(i for i, e in enumerate(ds.examples) if len(e.history) >= 2)
+    ex, item = ds.examples[i], ds[i]
+    on = item["labels"] != IGNORE_INDEX
+    assert torch.equal(item["labels"][on], item["input_ids"][on])
+    learned = tok.decode(item["labels"][on].tolist(), skip_special_tokens=False)
+    answers = [a for _, a in ex.history] + [ex.answer]
+    assert learned == "".join(a + END_TOKEN for a in answers)  # the questions are context
 
 
 def test_shards_are_kept_in_a_small_lru(data, tok, model) -> None:

@@ -153,6 +153,14 @@ def test_multi_turn_has_one_visual_block(tokenizer) -> None:
     assert ids.count(tokenizer.convert_tokens_to_ids(region_token("whole"))) == 1
     kept = [t for t, y in zip(ids, example["labels"], strict=True) if y != IGNORE_INDEX]
     assert tokenizer.decode(kept) == "12 mm" + END_TOKEN  # earlier answers are context only
+    learned = build_example(tokenizer, messages, "12 mm", learn_history=True)
+    assert learned["input_ids"] == ids
+    kept = [t for t, y in zip(ids, learned["labels"], strict=True) if y != IGNORE_INDEX]
+    assert tokenizer.decode(kept) == "".join(a + END_TOKEN for a in ("Yes", "8.1", "12 mm"))
+    # each learned turn is labelled where a one-turn example of it would be
+    first = build_example(tokenizer, messages[:2], "Yes")
+    n = len(first["labels"])
+    assert learned["labels"][:n] == first["labels"]
 
 
 @pytest.mark.parametrize(

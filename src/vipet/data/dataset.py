@@ -118,6 +118,13 @@ class DataConfig:
     """Longest example in tokens (the answer is cut beyond it)."""
     seed: int = 0
     """Seed of the task mixing (the fixed epoch order)."""
+    vqa_turns: int = 1
+    """Questions per vqa example. Above 1, the questions of one study, scope and
+    language, in a seeded shuffled order, go in conversations of up to this many turns,
+    every answer learned (`build_example`'s ``learn_history``): one pass over the images
+    teaches several answers, where one-question examples give the ~3-token answers a
+    few percent of the LM loss and see each question less than once in a run
+    (docs/training.md, run 20). Evaluation still asks each question on its own."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.tasks_ratio, Mapping) or not self.tasks_ratio:
@@ -156,6 +163,10 @@ class DataConfig:
             raise ValueError(f"max_length must be at least 2, got {self.max_length}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if isinstance(self.vqa_turns, bool) or not isinstance(self.vqa_turns, int):
+            raise ValueError(f"vqa_turns must be an integer, got {self.vqa_turns!r}")
+        if self.vqa_turns < 1:
+            raise ValueError(f"vqa_turns must be at least 1, got {self.vqa_turns}")
 
 
 @dataclass(frozen=True)
@@ -168,6 +179,7 @@ class Example:
     lang: str
     question: str | None = None  # vqa only
     answer: str | None = None  # vqa only (a report's target is made from the report)
+    history: tuple[tuple[str, str], ...] = ()  # vqa only: earlier (question, answer) turns
 
     @property
     def n_regions(self) -> int:
@@ -328,13 +340,34 @@ class ViPetDataset(Dataset):
         return out
 
     def _vqa_examples(self) -> list[Example]:
+        turns = self.config.vqa_turns
         out = []
         for sid in self.study_ids:
             for lang in self.config.langs:
-                for qa in self._gt[sid].get(f"questions_{lang}") or ():
-                    region = qa.get("region")
-                    region = region if region in REGIONS else WHOLE
-                    out.append(Example("vqa", sid, region, lang, qa["question"], qa["answer"]))
+                asked = [
+                    (qa.get("region") if qa.get("region") in REGIONS else WHOLE, qa)
+                    for qa in self._gt[sid].get(f"questions_{lang}") or ()
+                ]
+                if turns == 1:  # one example per question, in the file's order
+                    out.extend(
+                        Example("vqa", sid, r, lang, qa["question"], qa["answer"])
+                        for r, qa in asked
+                    )
+                    continue
+                scoped: dict[str, list[tuple[str, str]]] = {}
+                for r, qa in asked:
+                    scoped.setdefault(r, []).append((qa["question"], qa["answer"]))
+                for region, pairs in scoped.items():
+                    # a fixed order per conversation (a seed from its identity), so each
+                    # question opens one in ``turns``, not always the same one
+                    key = f"{self.config.seed}/{sid}/{region}/{lang}/turns"
+                    order = np.random.default_rng(zlib.crc32(key.encode())).permutation(len(pairs))
+                    pairs = [pairs[i] for i in order]
+                    for i in range(0, len(pairs), turns):
+                        *history, (question, answer) = pairs[i : i + turns]
+                        out.append(
+                            Example("vqa", sid, region, lang, question, answer, tuple(history))
+                        )
         return out
 
     # ---- images ---------------------------------------------------------------------
@@ -475,13 +508,17 @@ class ViPetDataset(Dataset):
             report = gt[f"report_{example.lang}"]
             return prompt, target_text(report, region, example.lang)
         assert example.question is not None and example.answer is not None
-        messages = question_prompt(example.lang, example.question, self.n_visual, region)
+        messages = question_prompt(
+            example.lang, example.question, self.n_visual, region, history=example.history
+        )
         return messages, example.answer
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         ex = self.examples[index]
         messages, answer = self.text(ex)
-        enc = build_example(self.tokenizer, messages, answer, self.config.max_length)
+        enc = build_example(
+            self.tokenizer, messages, answer, self.config.max_length, learn_history=True
+        )
         samples = self._samples(ex.study_id)
         chosen = [samples[r] for r in ex.regions]
         lesions = self._gt[ex.study_id].get("lesions") or []

@@ -189,12 +189,16 @@ def build_example(
     messages: Messages,
     answer: str,
     max_length: int | None = None,
+    learn_history: bool = False,
 ) -> dict[str, list[int]]:
     """A training example: ``messages`` answered by ``answer``.
 
-    ``labels`` are `IGNORE_INDEX` on the prompt (system, user turns, earlier answers and
-    the assistant marker) and the token ids elsewhere — the answer and its end marker —
-    so only the answer is learned. The prompt part is exactly `build_inference`'s ids.
+    ``labels`` are `IGNORE_INDEX` on the prompt (system, user turns and the assistant
+    marker) and the token ids elsewhere — the answer and its end marker — so only the
+    answer is learned. Earlier assistant turns in ``messages`` are context only, unless
+    ``learn_history``: then each of them is learned too, exactly as if it were the
+    answer to the conversation up to it (a multi-turn example teaches every answer for
+    one pass over the images). The prompt part is exactly `build_inference`'s ids.
     Longer than ``max_length``: the answer is cut (its end marker may be lost); a prompt
     that alone fills ``max_length`` is an error, since cutting it would drop image tokens.
     """
@@ -205,11 +209,18 @@ def build_example(
         [*messages, {"role": "assistant", "content": answer}],
         add_generation_prompt=False,
     )
-    if full[: len(prompt)] != prompt:
-        # A template (or a BPE merge across the marker) that changes the prompt's ids
-        # once an answer follows would train on a prefix inference never produces.
-        raise ValueError("the chat template's generation prompt is not a prefix of the answer")
+    _check_prefix(prompt, full)
     labels = [IGNORE_INDEX] * len(prompt) + full[len(prompt) :]
+    if learn_history:
+        for k, message in enumerate(messages):
+            if message.get("role") != "assistant":
+                continue
+            # the turn's own ids: from its generation prompt to its end marker
+            start = _chat_ids(tokenizer, messages[:k], add_generation_prompt=True)
+            stop = _chat_ids(tokenizer, messages[: k + 1], add_generation_prompt=False)
+            _check_prefix(start, stop)
+            _check_prefix(stop, full)
+            labels[len(start) : len(stop)] = full[len(start) : len(stop)]
     if max_length is not None:
         if len(prompt) >= max_length:
             raise ValueError(
@@ -217,6 +228,13 @@ def build_example(
             )
         full, labels = full[:max_length], labels[:max_length]
     return {"input_ids": full, "attention_mask": [1] * len(full), "labels": labels}
+
+
+def _check_prefix(prefix: list[int], ids: list[int]) -> None:
+    if ids[: len(prefix)] != prefix:
+        # A template (or a BPE merge across the marker) that changes the prompt's ids
+        # once an answer follows would train on a prefix inference never produces.
+        raise ValueError("the chat template's generation prompt is not a prefix of the answer")
 
 
 # ---- targets --------------------------------------------------------------------------
