@@ -695,6 +695,31 @@ def test_heat_loss_is_small_when_right_and_large_when_wrong() -> None:
     assert float(heat_loss(near, heat)) < float(heat_loss(far, heat))
 
 
+def test_non_avid_centres_weigh_more_in_the_heat_loss() -> None:
+    labels = torch.zeros(1, *HEAD_SHAPE, dtype=torch.uint8)
+    labels[0, 1:4, 1:4, 1:4] = 1  # avid, centre (2, 2, 2)
+    labels[0, 5:8, 9:12, 9:12] = 2  # not avid, centre (6, 10, 10)
+    lesions = [{**NODE.to_dict(), "id": 1}, {**NODE.to_dict(), "id": 2, "fdg_avid": False}]
+    tables = lesion_table(lesions)[None]
+    heat = heat_targets([[(c, s) for _, c, s in lesion_centres(labels[0])]], HEAD_SHAPE)
+    logits = torch.full((1, *HEAD_SHAPE), -6.0)
+    logits[0, 2, 2, 2], logits[0, 6, 10, 10] = 0.0, -1.0  # both centres under-called
+
+    def heat_of(weight: float) -> float:
+        maps = lambda n: torch.zeros(1, n, *HEAD_SHAPE)  # noqa: E731
+        plain = torch.zeros(1, *HEAD_SHAPE)
+        dense = DenseFindings(logits, logits, maps(14), plain, maps(20), maps(4), plain)
+        return float(findings_losses(dense, labels, tables, heat, weight)["heat"])
+
+    def centre(logit: float) -> float:  # one centre's term, over the two centres
+        p = torch.sigmoid(torch.tensor(logit))
+        return float(-((1 - p) ** 2) * torch.log(p)) / 2
+
+    # the non-avid centre's term is scaled; the avid one and the negatives are not
+    assert heat_of(3.0) - heat_of(1.0) == pytest.approx(2 * centre(-1.0), rel=1e-4)
+    assert heat_of(1.0) > centre(0.0) + centre(-1.0)  # the negatives still count
+
+
 def test_findings_losses_teach_a_tiny_head_one_lesion() -> None:
     head = FindingsHead(HEAD)
     x, pyr = tokens(1), pyramids(1)

@@ -116,6 +116,7 @@ def straight(tok, data, tmp_path_factory) -> Path:
         {"align_tasks": ()},
         {"align_tasks": ("summary",)},
         {"lm_reduction": "mean"},
+        {"heat_non_avid": 0.0},
     ],
 )
 def test_config_rejects_bad_values(kwargs) -> None:

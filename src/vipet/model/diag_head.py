@@ -373,28 +373,37 @@ def attribute_maps(labels: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     return torch.gather(tables, 2, idx).view(b, tables.shape[1], *labels.shape[1:])
 
 
-def heat_loss(logits: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
+def heat_loss(
+    logits: torch.Tensor, heat: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """CenterNet's penalty-reduced focal loss of the heatmap ``logits`` against Gaussian
     targets ``heat`` (1 exactly at each lesion centre), per lesion: ``−(1−p)²·log p`` at
     the centres, ``−(1−y)⁴·p²·log(1−p)`` elsewhere (voxels near a centre are barely
-    penalised), summed and divided by the number of centres. Written without boolean
-    indexing: masked gathers of (B, D, H, W) maps cost more on the CPU than the
-    arithmetic."""
+    penalised), summed and divided by the number of centres. ``weight`` (the shape of
+    ``heat``): a factor on each centre's term (`findings_losses`' ``non_avid_weight``).
+    Written without boolean indexing: masked gathers of (B, D, H, W) maps cost more on
+    the CPU than the arithmetic."""
     p = torch.sigmoid(logits.float()).clamp(1e-4, 1 - 1e-4)
     pos = (heat >= 1.0).to(p.dtype)
-    terms = (1 - p) ** 2 * torch.log(p) * pos + (1 - heat) ** 4 * p**2 * torch.log(1 - p) * (
-        1 - pos
-    )
+    found = (1 - p) ** 2 * torch.log(p) * pos
+    if weight is not None:
+        found = found * weight
+    terms = found + (1 - heat) ** 4 * p**2 * torch.log(1 - p) * (1 - pos)
     return -terms.sum() / pos.sum().clamp_min(1.0)
 
 
 def findings_losses(
-    dense: DenseFindings, labels: torch.Tensor, tables: torch.Tensor, heat: torch.Tensor
+    dense: DenseFindings,
+    labels: torch.Tensor,
+    tables: torch.Tensor,
+    heat: torch.Tensor,
+    non_avid_weight: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """The head's voxel losses against lesion-id maps ``labels`` (B, D0, H0, W0) at the
     head's resolution, their attribute ``tables`` (B, 5, 256) and ``heat`` targets:
 
-    - ``heat``: `heat_loss`;
+    - ``heat``: `heat_loss`, the centre of a lesion without FDG uptake weighted
+      ``non_avid_weight`` (the head finds such a lesion on CT alone, and learns it last);
     - ``lesion``: BCE (lesion voxels weighted 5) + soft Dice of the segmentation;
     - ``attributes``: on lesion voxels only, cross-entropy of type, fine location and
       laterality, BCE of avidity, smooth-L1 of the log size, summed — zero, with a
@@ -410,7 +419,11 @@ def findings_losses(
     bce = F.binary_cross_entropy_with_logits(seg, y, pos_weight=torch.tensor(5.0, device=y.device))
     p = torch.sigmoid(seg)
     dice = 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
-    out = {"heat": heat_loss(dense.heat, heat), "lesion": bce + dice}
+    weight = None
+    if non_avid_weight != 1.0:
+        avidity = attribute_maps(labels, tables.to(y.device))[:, ATTRIBUTES.index("avid")]
+        weight = torch.where(avidity == 1, non_avid_weight, 1.0)  # 1: not avid, 2: avid
+    out = {"heat": heat_loss(dense.heat, heat, weight), "lesion": bce + dice}
     n = y.sum()
     if float(n) == 0:
         out["attributes"] = sum(getattr(dense, k).float().sum() for k in OUTPUTS) * 0.0

@@ -133,6 +133,12 @@ class TrainConfig:
     yes/no answer weighs as much as a report. By tokens, a report section is ~55 tokens and an
     answer ~3, so a batch's questions make ~5 % of the LM loss (scripts/answer_lengths.py;
     docs/training.md, run 18)."""
+    heat_non_avid: float = 1.0
+    """Weight of a non-FDG-avid lesion's centre in the findings head's heatmap loss
+    (`vipet.model.diag_head.findings_losses`). Such a lesion is seen on CT alone: with
+    1 the heat at non-avid nodes and nodules stayed under 0.1 where avid ones reached
+    0.5–0.6, on the training studies too (scripts/lesion_heat.py; docs/training.md,
+    run 21)."""
     train_split: str = "train"
     """Split trained on."""
     val_split: str | None = "val"
@@ -194,6 +200,8 @@ class TrainConfig:
             raise ValueError(
                 f"align_tasks must name tasks from {list(TASKS)}, got {self.align_tasks!r}"
             )
+        if not self.heat_non_avid > 0:
+            raise ValueError(f"heat_non_avid must be > 0, got {self.heat_non_avid!r}")
         if self.lm_reduction not in LM_REDUCTIONS:
             raise ValueError(
                 f"lm_reduction must be one of {list(LM_REDUCTIONS)}, got {self.lm_reduction!r}"

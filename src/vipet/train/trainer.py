@@ -414,9 +414,14 @@ def compute_losses(
 
 
 def _findings_parts(
-    dense: Any, ids: torch.Tensor, tables: torch.Tensor, heat: torch.Tensor, diag: torch.Tensor
+    state: State,
+    dense: Any,
+    ids: torch.Tensor,
+    tables: torch.Tensor,
+    heat: torch.Tensor,
+    diag: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
-    parts = findings_losses(dense, ids, tables, heat)
+    parts = findings_losses(dense, ids, tables, heat, state.cfg.heat_non_avid)
     parts["diag"] = diag_loss(region_logits(dense), diag)
     return parts
 
@@ -427,7 +432,9 @@ def vision_losses(state: State, batch: Mapping[str, Any]) -> tuple[torch.Tensor,
     t = {k: v.to(dev) for k, v in batch.items()}
     with _autocast(state):
         out = state.model(input_ids=None, ct=t["ct"], pet=t["pet"], offsets=t["offsets"])
-        parts = _findings_parts(out.dense, t["ids"], t["tables"], t["heat"], t["diag_targets"])
+        parts = _findings_parts(
+            state, out.dense, t["ids"], t["tables"], t["heat"], t["diag_targets"]
+        )
     return combine(parts, state.cfg.loss)
 
 
@@ -488,7 +495,7 @@ def language_losses(
             ids, heat = region_targets(t["lesion_ids"].flatten(0, 1), stride)
             tables = t["lesion_tables"].flatten(0, 1)
             diag = t["diag_targets"].flatten(0, 1)
-            parts.update(_findings_parts(dense, ids, tables, heat, diag))
+            parts.update(_findings_parts(state, dense, ids, tables, heat, diag))
         if align:
             # On the token grid: the voxel maps repeat each token's value over its patch,
             # so the loss is the same from the tokens and the ROI's voxels per token.
