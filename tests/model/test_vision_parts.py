@@ -878,6 +878,29 @@ def test_detect_orders_by_report_and_caps_to_the_strongest() -> None:
     assert two.select([0]).voxels.tolist() == two.voxels.tolist()
 
 
+def test_detect_reports_one_effusion_per_side() -> None:
+    fluid = {"type": "effusion", "fine": "pleura", "avid": False}
+    peaks = [
+        {**fluid, "at": (5, 4, 4), "logit": 3.0, "side": "right"},
+        {**fluid, "at": (6, 4, 10), "logit": 2.0, "side": "right"},  # the same layer
+        {**fluid, "at": (5, 12, 4), "logit": 1.5, "side": "left"},
+        {"at": (2, 12, 12), "logit": 1.0},  # a node, weaker than both duplicates
+    ]
+    pet = torch.zeros(1, *PET_SHAPE)
+    det = detect(planted(peaks), pet, GRID, 3, 0.3)
+    kept = sorted((a["type"], a["laterality"]) for a in det.attributes[0])
+    assert kept == [("effusion", "left"), ("effusion", "right"), ("lymph_node", "right")]
+    right = [
+        v
+        for v, a in zip(det.voxels[0].tolist(), det.attributes[0])
+        if a["type"] == "effusion" and a["laterality"] == "right"
+    ]
+    assert right == [[5, 4, 4]]  # the strongest peak stays
+    # nodes are counted peak by peak, side or not
+    nodes = [{"at": (2, 4, 4), "logit": 2.0}, {"at": (6, 12, 12), "logit": 2.0}]
+    assert detect(planted(nodes), pet, GRID, 3, 0.3).filled.sum() == 2
+
+
 def test_detect_respects_each_regions_own_zone() -> None:
     dense = planted(
         [
