@@ -892,7 +892,7 @@ def test_detect_reports_one_effusion_per_side() -> None:
     assert kept == [("effusion", "left"), ("effusion", "right"), ("lymph_node", "right")]
     right = [
         v
-        for v, a in zip(det.voxels[0].tolist(), det.attributes[0])
+        for v, a in zip(det.voxels[0].tolist(), det.attributes[0], strict=True)
         if a["type"] == "effusion" and a["laterality"] == "right"
     ]
     assert right == [[5, 4, 4]]  # the strongest peak stays
