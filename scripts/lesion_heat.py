@@ -79,7 +79,7 @@ def table(rows: Sequence[Mapping[str, Any]], thresholds: Sequence[float] = (0.2,
 
 
 def main() -> None:
-    from vipet.evaluation.detector import load_split
+    from vipet.evaluation.detector import load_split, region_volumes
     from vipet.model.checkpoint import load_vipet
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -98,14 +98,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         for sid in ids:
-            samples = ds._samples(sid)
-            chosen = [samples[r] for r in regions]
-            ct, pet = (
-                torch.stack([torch.from_numpy(getattr(s, k).astype("float32")) for s in chosen])[
-                    :, None
-                ]
-                for k in ("ct", "pet")
-            )
+            chosen, ct, pet = region_volumes(ds, sid, regions)
             _, _, dense = model._encode(ct, pet)
             heat = torch.sigmoid(dense.heat.float())
             lesions = ds._gt[sid].get("lesions") or []

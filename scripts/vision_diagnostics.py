@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,24 @@ def main() -> None:
     print(f"\nrecall by type at {at} (same type, same region):")
     for key, (a, n) in sorted(hit.items(), key=lambda x: -x[1][1]):
         print(f"  {key:32s} {a:4d}/{n:<4d} {a / n:.2f}")
+    # Extra detections: beyond the study's reference lesions of that type (what F1-T
+    # counts false), and how many repeat the type and side of another.
+    extra: dict[str, list[int]] = {}
+    for sid in ids:
+        refs_by_type = Counter(les["type"] for les in ref[sid])
+        kinds = Counter(a["type"] for a in kept[sid])
+        for kind, n in kinds.items():
+            if n > refs_by_type[kind]:
+                sides = Counter(a["laterality"] for a in kept[sid] if a["type"] == kind)
+                e = extra.setdefault(kind, [0, 0])
+                e[0] += n - refs_by_type[kind]
+                e[1] += min(n - refs_by_type[kind], sum(m - 1 for m in sides.values()))
+    print(
+        f"\nextra detections at {at}: {sum(e[0] for e in extra.values())} "
+        "(type: extra, of which repeating another's type and side)"
+    )
+    for kind, (n, rep) in sorted(extra.items(), key=lambda x: -x[1][0]):
+        print(f"  {kind:32s} {n:4d}  {rep:4d}")
     if args.json:
         # and each study's detections at the model's threshold, for comparing with what
         # the reports say (scripts/copy_fidelity.py)

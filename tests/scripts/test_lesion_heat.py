@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from vipet.reports.schema import LESION_TYPES
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "lesion_heat.py"
-
 
 @pytest.fixture(scope="module")
-def lesion_heat():
-    spec = importlib.util.spec_from_file_location("lesion_heat", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def lesion_heat(load_script):
+    return load_script("lesion_heat")
 
 
 def test_each_lesion_gets_its_strongest_voxel_and_the_type_read_there(lesion_heat) -> None:

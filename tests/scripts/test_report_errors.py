@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "report_errors.py"
-
 
 @pytest.fixture(scope="module")
-def report_errors():
-    spec = importlib.util.spec_from_file_location("report_errors", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def report_errors(load_script):
+    return load_script("report_errors")
 
 
 @pytest.fixture

@@ -40,6 +40,20 @@ class Candidate:
         return f"{self.finding['type']}/{AVIDITY[0 if self.finding['fdg_avid'] else 1]}"
 
 
+def region_volumes(
+    dataset: Any, sid: str, regions: Sequence[str]
+) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
+    """A study's cached region samples in ``regions`` order, and their CT and PET as
+    float32 ``(R, 1, D, H, W)`` — the encoders' input (``dataset``: a `ViPetDataset`)."""
+    samples = dataset._samples(sid)
+    chosen = [samples[r] for r in regions]
+    ct, pet = (
+        torch.stack([torch.from_numpy(getattr(s, k).astype("float32")) for s in chosen])[:, None]
+        for k in ("ct", "pet")
+    )
+    return chosen, ct, pet
+
+
 @torch.no_grad()
 def candidates(
     model: Any,
@@ -58,14 +72,7 @@ def candidates(
     autocast = torch.autocast("cpu", dtype=torch.bfloat16)
     with autocast:
         for sid in tqdm(ids, desc="detect", leave=False, disable=not progress):
-            samples = dataset._samples(sid)
-            chosen = [samples[r] for r in regions]
-            ct, pet = (
-                torch.stack([torch.from_numpy(getattr(s, k).astype("float32")) for s in chosen])[
-                    :, None
-                ]
-                for k in ("ct", "pet")
-            )
+            chosen, ct, pet = region_volumes(dataset, sid, regions)
             zones = torch.tensor([dataset._zones(s) for s in chosen])
             _, grid, dense = model._encode(ct, pet)
             det = detect(
