@@ -544,17 +544,33 @@ def calibrate(
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="Workers for building the cache.")
     ] = 2,
+    fit_scorer: Annotated[
+        bool,
+        typer.Option(
+            "--fit-scorer",
+            help="First fit the candidate scorer on the train split (saves the model), "
+            "then tune the thresholds on its scores.",
+        ),
+    ] = False,
 ) -> None:
-    """Tune the finding slots' heatmap threshold per lesion class (type x avidity) on the
-    validation split, and store them in the model's config.json (no weight changes)."""
+    """Tune the finding slots' threshold per lesion class (type x avidity) on the
+    validation split, and store them in the model's config.json (no weight changes);
+    with --fit-scorer, fit the second look at every heatmap peak first."""
     from vipet.inference.calibrate import calibrate_model, calibration_table
     from vipet.model.checkpoint import load_vipet
 
     if split == "test":
         raise ConfigError("calibrate on the validation (or train) split, never on test")
+    if fit_scorer and not write:
+        raise ConfigError("--fit-scorer saves the model: it cannot be a --dry-run")
     loaded = load_vipet(checkpoint)  # refuses a folder that is no model, before any cache work
     grid = loaded[0].config.ct_encoder_settings.image_size
     cache = _ensure_cache(data, cache or checkpoint.parent / "cache", grid, workers)
+    if fit_scorer:
+        from vipet.inference.rescore import fit_scorer_model, scorer_table
+
+        fit = fit_scorer_model(checkpoint, data, cache, loaded=loaded)
+        typer.echo(scorer_table(fit))
     result = calibrate_model(
         checkpoint, data, cache, split, min_support=min_support, write=write, loaded=loaded
     )

@@ -553,3 +553,33 @@ def test_calibrate_slots_after_training(tok, data, tmp_path, capsys) -> None:
     assert (out / "model" / "config.json").read_text() == before
     with pytest.raises(ValueError, match="calibrate_slots"):
         _cfg(out, calibrate_slots=True, val_split=None)
+
+
+def test_fit_scorer_after_training(tok, data, tmp_path, capsys) -> None:
+    """fit_scorer fits the candidate scorer on the training split's peaks before the
+    calibration; the saved model carries it and detects through it; the command does the
+    same on a saved model, and refuses to do it in a dry run."""
+    from vipet.cli import main
+
+    out = tmp_path / "scorer"
+    cfg = _cfg(
+        out, max_steps=2, vision_steps=1, loss=FINDINGS, calibrate_slots=True, fit_scorer=True
+    )
+    fit(cfg, tok, *data)
+    record = json.loads((out / "scorer.json").read_text())
+    assert record["examples"] == sum(record["by_class"].values()) > 0
+    model, _ = load_vipet(out / "model")
+    assert model.candidate_scorer is not None and model.config.candidate_scorer == {
+        "members": 5,
+        "hidden": 64,
+    }
+    assert (out / "calibration.json").is_file()
+    args = ["calibrate", "--checkpoint", str(out / "model"), "--data", str(data[0])]
+    assert main([*args, "--cache", str(data[1]), "--fit-scorer", "--dry-run"]) == 1
+    assert "cannot be a --dry-run" in capsys.readouterr().err
+    assert main([*args, "--cache", str(data[1]), "--fit-scorer"]) == 0
+    assert "candidate scorer:" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="fit_scorer needs calibrate_slots"):
+        _cfg(out, fit_scorer=True)
+    with pytest.raises(ValueError, match="fit_scorer must be true or false"):
+        _cfg(out, fit_scorer="yes", calibrate_slots=True)

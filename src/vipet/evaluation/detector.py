@@ -69,8 +69,9 @@ def candidates(
     model.eval()
     regions = list(model.config.regions)
     out: dict[str, list[Candidate]] = {}
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16)
-    with autocast:
+    from vipet.model.vipet import vision_autocast
+
+    with vision_autocast():
         for sid in tqdm(ids, desc="detect", leave=False, disable=not progress):
             chosen, ct, pet = region_volumes(dataset, sid, regions)
             zones = torch.tensor([dataset._zones(s) for s in chosen])
@@ -84,6 +85,10 @@ def candidates(
                 zones,
                 model.config.pet_scaling,
                 model.config.pet_vmax,
+                None,
+                ct[:, 0],
+                model.region_indices() if model.candidate_scorer is not None else None,
+                model.candidate_scorer,
             )
             out[sid] = [
                 Candidate(region, float(a["score"]), {**a, "region": region})

@@ -15,6 +15,7 @@ from typing import Any
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from vipet.model.candidate_scorer import ScorerConfig
 from vipet.model.diag_head import AVIDITY, DiagHeadConfig
 from vipet.model.encoder3d import EncoderConfig
 from vipet.model.fusion import FUSIONS, FusionConfig
@@ -79,6 +80,10 @@ class ViPetConfig(PreTrainedConfig):
     """Per-class thresholds in place of ``slot_threshold``, keyed ``"<type>/avid"`` or
     ``"<type>/not_avid"`` (the class the head reads at the peak); classes not named keep
     ``slot_threshold``. Set by `vipet calibrate` on the validation split; no weight either."""
+    candidate_scorer: dict | None = None
+    """Settings of the fitted second look at every heatmap peak
+    (`vipet.model.candidate_scorer.ScorerConfig`); None: peaks are ranked by their heat.
+    Set by `vipet.inference.rescore` when it fits the scorer on a trained model."""
     pet_scaling: str = "log"
     """How the preprocessing scaled PET to [0, 1] ("log" or "linear", `pet.scaling`), so
     a detection's SUVmax can be read back from the model's input."""
@@ -147,6 +152,12 @@ class ViPetConfig(PreTrainedConfig):
         if not 0.0 < self.slot_threshold < 1.0:
             raise ValueError(f"slot_threshold must be in (0, 1), got {self.slot_threshold!r}")
         self.class_threshold_table()  # refuses unknown classes and values outside (0, 1]
+        if self.candidate_scorer is not None:
+            if not self.findings_slots:
+                raise ValueError(
+                    "candidate_scorer rescores the finding slots' peaks: set findings_slots"
+                )
+            self.candidate_scorer = ScorerConfig.from_dict(self.candidate_scorer).to_dict()
         if self.pet_scaling not in ("log", "linear") or not self.pet_vmax > 0:
             raise ValueError(
                 f"pet_scaling must be 'log' or 'linear' and pet_vmax > 0, got "
@@ -174,6 +185,12 @@ class ViPetConfig(PreTrainedConfig):
                 raise ValueError(f"slot_thresholds[{key!r}] must be in (0, 1], got {value!r}")
             table[LESION_TYPES.index(kind)][AVIDITY.index(avidity)] = float(value)
         return table
+
+    @property
+    def candidate_scorer_settings(self) -> ScorerConfig | None:
+        return (
+            None if self.candidate_scorer is None else ScorerConfig.from_dict(self.candidate_scorer)
+        )
 
     # Typed views of the stored dicts (not "*_config": transformers reserves fusion_config).
     @property

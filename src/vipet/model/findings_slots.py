@@ -39,13 +39,22 @@ to write what the slot says; at inference the head's detections take their place
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vipet.model.candidate_scorer import (
+    FLOOR,
+    MAX_CANDIDATES,
+    CandidateScorer,
+    class_name,
+    peak_features,
+)
 from vipet.model.diag_head import FINE_NAMES, DenseFindings
 from vipet.reports.schema import FINE_LOCATIONS, LATERALITIES, LESION_TYPES, SECTIONS
 
@@ -59,10 +68,13 @@ SECTION_OF_FINE: tuple[int, ...] = tuple(
     SECTION_KEYS.index(FINE_LOCATIONS[name].section) for name in FINE_NAMES
 )
 LATERAL_FINE: tuple[bool, ...] = tuple(FINE_LOCATIONS[name].lateral for name in FINE_NAMES)
-ONE_PER_SIDE: frozenset[int] = frozenset({LESION_TYPES.index("effusion")})
-"""Types `detect` reports once per side of a volume: a pleural space holds one effusion,
+ONE_PER_SIDE: frozenset[int] = frozenset(LESION_TYPES.index(t) for t in ("effusion", "mass"))
+"""Types `detect` reports once per side of a volume. A pleural space holds one effusion,
 while the head's heatmap peaks several times along a wide fluid layer (run 19's head:
-5 of its 7 extra effusions on the test split were a second or third peak of one)."""
+5 of its 7 extra effusions on the test split were a second or third peak of one); a
+lobulated mass peaks once per lobe (with the candidate scorer, 13 of its 18 extra masses
+on the test split repeated another's side), and of the phantom's 84 masses one shares
+its region and side with another."""
 
 
 def _digits(value: torch.Tensor, scale: int, places: int) -> list[torch.Tensor]:
@@ -106,7 +118,9 @@ class Detections:
     features: torch.Tensor  # (B, K, SLOT_FEATURES)
     filled: torch.Tensor  # (B, K) bool
     rows: torch.Tensor  # (B, K, N): each slot's weights over the encoder tokens (0 if empty)
-    scores: torch.Tensor  # (B, K): heat probability of a detection (1 for a teacher slot)
+    scores: (
+        torch.Tensor
+    )  # (B, K): a detection's heat, or its scorer's 1 − P(background) (1 for a teacher slot)
     voxels: torch.Tensor  # (B, K, 3) long: its peak (or centre) on the head's grid
     attributes: list[list[dict[str, Any]]] = field(default_factory=list)
     """Per volume, per filled slot: the finding in words (`describe`)."""
@@ -171,6 +185,9 @@ def detect(
     pet_scaling: str = "log",
     pet_vmax: float = 30.0,
     class_thresholds: torch.Tensor | None = None,
+    ct: torch.Tensor | None = None,
+    regions: Sequence[int] | None = None,
+    scorer: CandidateScorer | None = None,
 ) -> Detections:
     """The findings the head's maps show in ``B`` volumes: local maxima of the centre
     heatmap above ``threshold`` (3x3x3 neighbourhood), at most ``slots`` per volume (the
@@ -182,7 +199,13 @@ def detect(
     ``class_thresholds`` (len(LESION_TYPES), 2): a threshold per class the head reads
     at the peak (type x avidity, avid first), in place of ``threshold``
     (`vipet.inference.calibrate`: a rare or faint class is not held to the bar of the
-    common, bright ones)."""
+    common, bright ones).
+
+    ``scorer`` (`vipet.model.candidate_scorer`): every peak above its `FLOOR` (the
+    strongest `MAX_CANDIDATES`) is read by the fitted classifier, which also needs
+    ``ct`` (B, D, H, W) and each volume's index in REGIONS (``regions``); a peak's score
+    is then ``1 − P(background)`` and its type and avidity the classifier's most likely
+    class, and the thresholds apply to that score."""
     heat = torch.sigmoid(dense.heat.float())
     b, d0, h0, w0 = heat.shape
     if pet.dim() != 4 or pet.shape[0] != b:
@@ -192,6 +215,10 @@ def detect(
             f"class_thresholds must be ({len(LESION_TYPES)}, 2), got {tuple(class_thresholds.shape)}"
         )
     floor = threshold if class_thresholds is None else float(class_thresholds.min())
+    if scorer is not None:
+        if ct is None or regions is None or len(regions) != b:
+            raise ValueError("a candidate scorer needs the volumes' ct and region indices")
+        floor = FLOOR  # the scorer was fitted on every peak above it; its score is thresholded
     peak = (heat == F.max_pool3d(heat[:, None], 3, 1, 1)[:, 0]) & (heat > floor)
     seg = dense.lesion > 0  # sigmoid > 0.5
     scale = [pet.shape[1 + i] // s for i, s in enumerate((d0, h0, w0))]
@@ -199,60 +226,52 @@ def detect(
     n_tokens = math.prod(token_grid)
     out = _empty(b, slots, n_tokens, heat.device)
     for i in range(b):
-        found = torch.nonzero(peak[i])
-        if zones is not None and len(found):
-            lo, hi = (float(v) * d0 / pet.shape[1] for v in zones[i])
-            keep = (found[:, 0].float() + 0.5 >= lo) & (found[:, 0].float() + 0.5 <= hi)
-            found = found[keep]
-        if not len(found):
-            out.attributes.append([])
-            continue
-        score = heat[i][tuple(found.T)]
         # Strongest first, read until K are kept: with class thresholds a weak peak of a
         # faint class may pass where a stronger one of a strict class does not, and a
         # second peak of a ONE_PER_SIDE finding leaves its slot to the next one.
-        found = found[score.argsort(descending=True)]
+        found = _sorted_peaks(heat[i], peak[i], None if zones is None else zones[i], pet.shape[1])
+        if not len(found):
+            out.attributes.append([])
+            continue
+        read = partial(
+            _read_peak, dense, seg, pet, i, scale=scale, scaling=pet_scaling, vmax=pet_vmax
+        )
+        if scorer is not None:
+            found = found[:MAX_CANDIDATES]
+            peaks, feats = _peak_reads(dense, seg, pet, ct, i, found, int(regions[i]), read)
+            with torch.autocast(heat.device.type, enabled=False):  # fitted in float32
+                probs = scorer(feats.to(heat.device).float())
+            kind = probs[:, 1:].argmax(dim=1) + 1
+            rescored = (1 - probs[:, 0]).tolist()
+            candidates = []
+            for (vox, r), p, c in zip(peaks, rescored, kind.tolist(), strict=True):
+                t_name, a = class_name(int(c))
+                candidates.append((vox, p, (LESION_TYPES.index(t_name), float(a), *r[2:])))
+            candidates.sort(key=lambda c: -c[1])
+        else:
+            candidates = [(tuple(v), float(heat[i][tuple(v)]), None) for v in found.tolist()]
         rows = []
         once: set[tuple[int, int]] = set()  # (type, side) of the ONE_PER_SIDE kept
-        for z, y, x in found.tolist():
+        for (z, y, x), p, attrs in candidates:
             if len(rows) == slots:
                 break
-            # Attributes are read as the mean probability over the peak's 3x3x3
-            # neighbourhood (inside the volume), computed at the peaks only: pooling
-            # every class map over the whole volume cost more than the encoders.
-            near = (i, slice(None), *(slice(max(0, v - 1), v + 2) for v in (z, y, x)))
-            mean = lambda m: m.flatten(1).mean(dim=1)  # noqa: E731
-            t = int(mean(torch.softmax(dense.types[near].float(), dim=0)).argmax())
-            avid = float(torch.sigmoid(dense.avid[near[:1] + near[2:]].float()).mean())
-            if class_thresholds is not None and not float(heat[i, z, y, x]) > float(
-                class_thresholds[t, 0 if avid > 0.5 else 1]
-            ):
-                continue
-            f = int(mean(torch.softmax(dense.fine[near].float(), dim=0)).argmax())
-            s = (
-                int(mean(torch.softmax(dense.side[near].float(), dim=0)).argmax())
-                if LATERAL_FINE[f]
-                else LATERALITIES.index("none")
+            if attrs is None:  # read at the peaks only: pooling every map costs more
+                t, avid = _read_class(dense, i, (z, y, x))
+            else:
+                t, avid = attrs[0], attrs[1]
+            bar = (
+                threshold
+                if class_thresholds is None
+                else float(class_thresholds[t, 0 if avid > 0.5 else 1])
             )
+            if not p > bar:
+                continue
+            _, _, f, s, size, suv = attrs if attrs is not None else read((z, y, x))
             if t in ONE_PER_SIDE:
                 if (t, s) in once:
                     continue
                 once.add((t, s))
-            size = float(torch.exp(dense.log_size[near[:1] + near[2:]].float().mean()))
-            suv = _suvmax(pet[i], seg[i], (z, y, x), scale, pet_scaling, pet_vmax)
-            rows.append(
-                (
-                    _order_key(f, (z, y, x)),
-                    (z, y, x),
-                    t,
-                    avid > 0.5,
-                    f,
-                    s,
-                    suv,
-                    size,
-                    float(heat[i, z, y, x]),
-                )
-            )
+            rows.append((_order_key(f, (z, y, x)), (z, y, x), t, avid > 0.5, f, s, suv, size, p))
         rows.sort(key=lambda r: r[0])
         described = []
         for j, (_, vox, t, a, f, s, suv, size, p) in enumerate(rows):
@@ -276,6 +295,113 @@ def detect(
             described.append({**_describe(t, a, f, s, suv, size), "score": round(p, 3)})
         out.attributes.append(described)
     return out
+
+
+def _sorted_peaks(
+    heat: torch.Tensor, peak: torch.Tensor, zone: torch.Tensor | None, depth: int
+) -> torch.Tensor:
+    """``(N, 3)`` voxels of one volume's peaks inside its ``zone`` (input slices [lo,
+    hi), ``depth`` input slices in all), strongest first."""
+    found = torch.nonzero(peak)
+    if zone is not None and len(found):
+        lo, hi = (float(v) * heat.shape[0] / depth for v in zone)
+        keep = (found[:, 0].float() + 0.5 >= lo) & (found[:, 0].float() + 0.5 <= hi)
+        found = found[keep]
+    return found[heat[tuple(found.T)].argsort(descending=True)]
+
+
+def _peak_reads(
+    dense: DenseFindings,
+    seg: torch.Tensor,
+    pet: torch.Tensor,
+    ct: torch.Tensor,
+    i: int,
+    found: torch.Tensor,
+    region: int,
+    read: Callable[[tuple[int, int, int]], tuple],
+) -> tuple[list[tuple[tuple[int, int, int], tuple]], torch.Tensor]:
+    """What the head reads at each peak of ``found`` (volume ``i``) and the peaks'
+    scorer features."""
+    peaks = [(tuple(v), read(tuple(v))) for v in found.tolist()]
+    feats = peak_features(
+        dense,
+        i,
+        ct[i],
+        pet[i],
+        found,
+        region,
+        len(found),
+        [r[5] for _, r in peaks],
+        [r[4] for _, r in peaks],
+    )
+    return peaks, feats
+
+
+@torch.no_grad()
+def scorer_inputs(
+    dense: DenseFindings,
+    pet: torch.Tensor,
+    ct: torch.Tensor,
+    regions: Sequence[int],
+    zones: torch.Tensor | None = None,
+    pet_scaling: str = "log",
+    pet_vmax: float = 30.0,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per volume, the candidates a scorer reads in `detect`: their voxels ``(N, 3)``
+    on the head's grid (strongest heat first) and features ``(N, N_FEATURES)`` — what
+    `vipet.inference.rescore` fits the scorer on."""
+    heat = torch.sigmoid(dense.heat.float())
+    peak = (heat == F.max_pool3d(heat[:, None], 3, 1, 1)[:, 0]) & (heat > FLOOR)
+    seg = dense.lesion > 0
+    scale = [pet.shape[1 + i] // s for i, s in enumerate(heat.shape[1:])]
+    out = []
+    for i in range(heat.shape[0]):
+        found = _sorted_peaks(heat[i], peak[i], None if zones is None else zones[i], pet.shape[1])
+        found = found[:MAX_CANDIDATES]
+        read = partial(
+            _read_peak, dense, seg, pet, i, scale=scale, scaling=pet_scaling, vmax=pet_vmax
+        )
+        _, feats = _peak_reads(dense, seg, pet, ct, i, found, int(regions[i]), read)
+        out.append((found, feats))
+    return out
+
+
+def _mean_probs(m: torch.Tensor) -> torch.Tensor:
+    return m.flatten(1).mean(dim=1)
+
+
+def _read_class(dense: DenseFindings, i: int, voxel: tuple[int, int, int]) -> tuple[int, float]:
+    """The type and avidity probability the head reads at a peak: the mean probability
+    over its 3x3x3 neighbourhood (inside the volume)."""
+    near = (i, slice(None), *(slice(max(0, v - 1), v + 2) for v in voxel))
+    t = int(_mean_probs(torch.softmax(dense.types[near].float(), dim=0)).argmax())
+    avid = float(torch.sigmoid(dense.avid[near[:1] + near[2:]].float()).mean())
+    return t, avid
+
+
+def _read_peak(
+    dense: DenseFindings,
+    seg: torch.Tensor,
+    pet: torch.Tensor,
+    i: int,
+    voxel: tuple[int, int, int],
+    scale: list[int],
+    scaling: str,
+    vmax: float,
+) -> tuple[int, float, int, int, float, float]:
+    """Everything the head reads at a peak: ``(type, avidity probability, fine location,
+    side, size mm, SUVmax)``."""
+    t, avid = _read_class(dense, i, voxel)
+    near = (i, slice(None), *(slice(max(0, v - 1), v + 2) for v in voxel))
+    f = int(_mean_probs(torch.softmax(dense.fine[near].float(), dim=0)).argmax())
+    s = (
+        int(_mean_probs(torch.softmax(dense.side[near].float(), dim=0)).argmax())
+        if LATERAL_FINE[f]
+        else LATERALITIES.index("none")
+    )
+    size = float(torch.exp(dense.log_size[near[:1] + near[2:]].float().mean()))
+    suv = _suvmax(pet[i], seg[i], voxel, scale, scaling, vmax)
+    return t, avid, f, s, size, suv
 
 
 def _suvmax(

@@ -19,6 +19,7 @@ model.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from vipet.model.attention_map import attention_maps, attention_token_maps
+from vipet.model.candidate_scorer import CandidateScorer
 from vipet.model.config import ViPetConfig
 from vipet.model.diag_head import DenseFindings, FindingsHead, region_logits
 from vipet.model.encoder3d import ViT3D
@@ -39,6 +41,7 @@ from vipet.model.findings_slots import (
 from vipet.model.fusion import build_fusion
 from vipet.model.language import LoraSettings, apply_lora, build_language_model
 from vipet.model.projector import VisualProjector
+from vipet.reports.schema import REGIONS
 
 PARTS: tuple[str, ...] = (
     "ct_encoder",
@@ -77,6 +80,25 @@ class VisionOutput:
             None if self.dense is None else self.dense.map(lambda t: t[index]),
             None if self.detections is None else self.detections.select(index),
         )
+
+    def float(self) -> VisionOutput:
+        """The same outputs in float32 (after a `vision_autocast` pass, for the parts
+        that run without it)."""
+        return VisionOutput(
+            self.fused.float(),
+            self.grid,
+            self.image_shape,
+            None if self.dense is None else self.dense.map(lambda t: t.float()),
+            self.detections,
+        )
+
+
+def vision_autocast(device: torch.device | str = "cpu") -> torch.autocast:
+    """The precision the vision side runs in outside training: bf16 autocast, as it was
+    trained (`TrainConfig.precision`) and as the slot thresholds and the candidate
+    scorer were fitted (`vipet.evaluation.detector.candidates`), so a study's detections
+    are the same wherever they are computed."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
 @dataclass
@@ -130,6 +152,8 @@ class ViPetModel(PreTrainedModel):
         self.findings_slots = (
             FindingsSlots(config.findings_slots, hidden) if config.findings_slots else None
         )
+        scorer = config.candidate_scorer_settings
+        self.candidate_scorer = None if scorer is None else CandidateScorer(scorer)
         lm = (
             language_model
             if language_model is not None
@@ -191,10 +215,15 @@ class ViPetModel(PreTrainedModel):
         return self._encode(ct, pet, offsets)[2]
 
     def vision(
-        self, ct: torch.Tensor, pet: torch.Tensor, zones: torch.Tensor | None = None
+        self,
+        ct: torch.Tensor,
+        pet: torch.Tensor,
+        zones: torch.Tensor | None = None,
+        regions: Sequence[str] | None = None,
     ) -> VisionOutput:
         """``ct``, ``pet``: ``(B, R, D, H, W)`` in [0, 1] → `VisionOutput` of the B·R
-        volumes; ``zones`` ``(B, R, 2)``: each region's own slices (see `detect`)."""
+        volumes; ``zones`` ``(B, R, 2)``: each region's own slices (see `detect`);
+        ``regions``: the R volumes' regions (default the model's, all of them)."""
         if ct.shape != pet.shape or ct.dim() != 5:
             raise ValueError(
                 f"ct and pet must both be (B, R, D, H, W), got {tuple(ct.shape)} and {tuple(pet.shape)}"
@@ -214,8 +243,20 @@ class ViPetModel(PreTrainedModel):
                 self.config.pet_scaling,
                 self.config.pet_vmax,
                 self._class_thresholds(),
+                flat(ct)[:, 0],
+                self.region_indices(b, regions) if self.candidate_scorer is not None else None,
+                self.candidate_scorer,
             )
         return VisionOutput(fused, grid, tuple(ct.shape[2:]), dense, detections)
+
+    def region_indices(self, studies: int = 1, regions: Sequence[str] | None = None) -> list[int]:
+        """Each volume's index in REGIONS when ``studies`` studies of ``regions``
+        (default the model's) are flattened, study-major (what `detect`'s scorer needs)."""
+        names = list(self.config.regions if regions is None else regions)
+        unknown = [r for r in names if r not in REGIONS]
+        if unknown:
+            raise ValueError(f"unknown regions {unknown}; choose from {list(REGIONS)}")
+        return [REGIONS.index(r) for _ in range(studies) for r in names]
 
     def _class_thresholds(self) -> torch.Tensor | None:
         table = self.config.class_threshold_table()
@@ -278,10 +319,11 @@ class ViPetModel(PreTrainedModel):
         with_attention: bool = False,
         zones: torch.Tensor | None = None,
         teacher: Teacher | None = None,
+        regions: Sequence[str] | None = None,
     ) -> VisualFeatures:
         """``ct``, ``pet``: ``(B, R, D, H, W)`` in [0, 1] → `VisualFeatures`
         (`vision`, then `visual_tokens`)."""
-        vision = self.vision(ct, pet, zones)
+        vision = self.vision(ct, pet, zones, regions)
         return self.visual_tokens(vision, ct.shape[0], with_attention, teacher)
 
     def diagnose(self, visual: VisualFeatures) -> torch.Tensor | None:

@@ -147,6 +147,12 @@ class TrainConfig:
     """After training, tune the finding slots' threshold per lesion class on
     ``val_split`` and store them in the saved model (`vipet.inference.calibrate`; the
     same as ``vipet calibrate`` afterwards). Needs finding slots and a validation split."""
+    fit_scorer: bool = False
+    """After training and before the calibration, fit the candidate scorer — a second
+    look at every heatmap peak that says whether a lesion is there and which kind — on
+    the peaks the trained head gives on ``train_split`` (`vipet.inference.rescore`; the
+    same as ``vipet calibrate --fit-scorer`` afterwards). Needs ``calibrate_slots``: the
+    thresholds then apply to the scorer's output."""
     eval_every: int = 0
     """Evaluate every this many optimizer steps (0: never)."""
     eval_batches: int = 0
@@ -214,6 +220,12 @@ class TrainConfig:
             raise ValueError(f"calibrate_slots must be true or false, got {self.calibrate_slots!r}")
         if self.calibrate_slots and self.val_split is None:
             raise ValueError("calibrate_slots tunes on the validation split: set val_split")
+        if not isinstance(self.fit_scorer, bool):
+            raise ValueError(f"fit_scorer must be true or false, got {self.fit_scorer!r}")
+        if self.fit_scorer and not self.calibrate_slots:
+            raise ValueError(
+                "fit_scorer needs calibrate_slots: the thresholds are tuned on its scores"
+            )
         if not isinstance(self.resume, bool):
             raise ValueError(f"resume must be true or false, got {self.resume!r}")
         if self.val_split is not None and self.val_split == self.train_split:

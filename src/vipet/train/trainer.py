@@ -992,10 +992,25 @@ def _fit(cfg, tokenizer, data_root, cache_dir, on_step, until, d: Dist) -> dict[
 
 def _calibrate(cfg: TrainConfig, model_dir: Path, data_root, cache_dir, d: Dist) -> None:
     """Per-class slot thresholds on the validation split, into the saved model; the
-    result also in ``out_dir/calibration.json``."""
+    result also in ``out_dir/calibration.json`` (with ``fit_scorer``, the candidate
+    scorer fitted on the training split first, its fit in ``out_dir/scorer.json``)."""
     from vipet.inference.calibrate import calibrate_model, calibration_table
+    from vipet.model.checkpoint import load_vipet
 
-    result = calibrate_model(model_dir, Path(data_root), Path(cache_dir), cfg.val_split)
+    loaded = load_vipet(model_dir)
+    if cfg.fit_scorer:
+        from vipet.inference.rescore import fit_scorer_model, scorer_table
+
+        fit = fit_scorer_model(
+            model_dir, Path(data_root), Path(cache_dir), cfg.train_split, loaded=loaded
+        )
+        atomic_write_bytes(
+            Path(cfg.out_dir) / "scorer.json", (json.dumps(fit.to_dict(), indent=2) + "\n").encode()
+        )
+        rank_print(d, f"candidate scorer fitted on {cfg.train_split}:\n{scorer_table(fit)}")
+    result = calibrate_model(
+        model_dir, Path(data_root), Path(cache_dir), cfg.val_split, loaded=loaded
+    )
     atomic_write_bytes(
         Path(cfg.out_dir) / "calibration.json",
         (json.dumps(result.to_dict(), indent=2) + "\n").encode(),
