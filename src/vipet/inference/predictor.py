@@ -26,7 +26,7 @@ from vipet.data.prompts import (
 from vipet.data.tokenizer import stop_token_ids
 from vipet.io.study import Study
 from vipet.model.checkpoint import load_vipet
-from vipet.model.vipet import ViPetModel, VisualFeatures
+from vipet.model.vipet import ViPetModel, VisualFeatures, vision_autocast
 from vipet.preprocess import PreprocessConfig, RegionSample, preprocess_study
 
 
@@ -100,10 +100,19 @@ class Predictor:
         """`encode` from a study's region samples already preprocessed."""
         by_region = {s.region: s for s in samples}
         regions = [r for r in self.model.config.regions if r in by_region]
-        ct = torch.from_numpy(np.stack([by_region[r].ct for r in regions]))[None]
-        pet = torch.from_numpy(np.stack([by_region[r].pet for r in regions]))[None]
+        # float16, as the cache stores the volumes the model was trained, calibrated and
+        # its scorer fitted on, and the vision side in bf16 as there: a peak near its
+        # threshold then lands on the same side here as in `vipet evaluate`'s numbers.
+        ct, pet = (
+            torch.from_numpy(
+                np.stack([getattr(by_region[r], k) for r in regions]).astype(np.float16)
+            )[None].float()
+            for k in ("ct", "pet")
+        )
         zones = torch.tensor([[_own_slices(by_region[r]) for r in regions]])
-        visual = self.model.encode_images(ct, pet, with_attention=with_attention, zones=zones)
+        with vision_autocast(ct.device):
+            vision = self.model.vision(ct, pet, zones, regions)
+        visual = self.model.visual_tokens(vision.float(), 1, with_attention)
         return StudyContext(study_id, regions, [by_region[r] for r in regions], visual)
 
     def generate_ids(
