@@ -13,7 +13,7 @@ its slots, so this is the ceiling of the report scores, and it is what
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,37 @@ def region_volumes(
     return chosen, ct, pet
 
 
-@torch.no_grad()
+@dataclass
+class EncodedStudy:
+    """One study's region volumes through the vision side (`encoded_studies`)."""
+
+    study: str
+    samples: list[Any]  # its cached region samples, in the model's region order
+    ct: torch.Tensor  # (R, 1, D, H, W)
+    pet: torch.Tensor
+    zones: torch.Tensor  # (R, 2): each volume's own slices
+    grid: tuple[int, int, int]
+    dense: Any  # the head's maps (`DenseFindings`)
+
+
+def encoded_studies(
+    model: Any, dataset: Any, ids: Sequence[str], desc: str, progress: bool = True
+) -> Iterator[EncodedStudy]:
+    """The studies ``ids`` of ``dataset`` (a `ViPetDataset`), each through ``model``'s
+    vision side in `vision_autocast`, as the predictor runs it — what the calibration and
+    the scorer's fit read."""
+    from vipet.model.vipet import vision_autocast
+
+    model.eval()
+    regions = list(model.config.regions)
+    with torch.no_grad(), vision_autocast():
+        for sid in tqdm(ids, desc=desc, leave=False, disable=not progress):
+            chosen, ct, pet = region_volumes(dataset, sid, regions)
+            zones = torch.tensor([dataset._zones(s) for s in chosen])
+            _, grid, dense = model._encode(ct, pet)
+            yield EncodedStudy(sid, chosen, ct, pet, zones, grid, dense)
+
+
 def candidates(
     model: Any,
     dataset: Any,
@@ -66,35 +96,28 @@ def candidates(
     """Per study: every peak above ``floor`` of each region volume (the strongest
     ``max_per_volume``). ``dataset``: a `ViPetDataset` over the split (its cached region
     samples); ``model``: a `ViPetModel` with the findings head."""
-    model.eval()
     regions = list(model.config.regions)
     out: dict[str, list[Candidate]] = {}
-    from vipet.model.vipet import vision_autocast
-
-    with vision_autocast():
-        for sid in tqdm(ids, desc="detect", leave=False, disable=not progress):
-            chosen, ct, pet = region_volumes(dataset, sid, regions)
-            zones = torch.tensor([dataset._zones(s) for s in chosen])
-            _, grid, dense = model._encode(ct, pet)
-            det = detect(
-                dense,
-                pet[:, 0],
-                grid,
-                max_per_volume,
-                floor,
-                zones,
-                model.config.pet_scaling,
-                model.config.pet_vmax,
-                None,
-                ct[:, 0],
-                model.region_indices() if model.candidate_scorer is not None else None,
-                model.candidate_scorer,
-            )
-            out[sid] = [
-                Candidate(region, float(a["score"]), {**a, "region": region})
-                for region, found in zip(regions, det.attributes, strict=True)
-                for a in found
-            ]
+    for e in encoded_studies(model, dataset, ids, "detect", progress):
+        det = detect(
+            e.dense,
+            e.pet[:, 0],
+            e.grid,
+            max_per_volume,
+            floor,
+            e.zones,
+            model.config.pet_scaling,
+            model.config.pet_vmax,
+            None,
+            e.ct[:, 0],
+            model.region_indices() if model.candidate_scorer is not None else None,
+            model.candidate_scorer,
+        )
+        out[e.study] = [
+            Candidate(region, float(a["score"]), {**a, "region": region})
+            for region, found in zip(regions, det.attributes, strict=True)
+            for a in found
+        ]
     return out
 
 

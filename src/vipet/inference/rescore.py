@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from vipet.errors import InputError
 from vipet.model.candidate_scorer import (
@@ -63,47 +62,40 @@ def peak_labels(
     return out
 
 
-@torch.no_grad()
 def scorer_examples(
     model: Any, dataset: Any, ids: Sequence[str], progress: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features ``(N, N_FEATURES)`` and classes ``(N,)`` of every candidate peak of the
     studies ``ids`` of ``dataset`` (a `ViPetDataset` with ground truth)."""
-    from vipet.evaluation.detector import region_volumes
+    from vipet.evaluation.detector import encoded_studies
     from vipet.model.findings_slots import scorer_inputs
-    from vipet.model.vipet import vision_autocast
 
-    model.eval()
     regions = list(model.config.regions)
     feats: list[torch.Tensor] = []
     labels: list[int] = []
-    with vision_autocast():
-        for sid in tqdm(ids, desc="scorer examples", leave=False, disable=not progress):
-            chosen, ct, pet = region_volumes(dataset, sid, regions)
-            zones = torch.tensor([dataset._zones(s) for s in chosen])
-            _, _, dense = model._encode(ct, pet)
-            found = scorer_inputs(
-                dense,
-                pet[:, 0],
-                ct[:, 0],
-                model.region_indices(),
-                zones,
-                model.config.pet_scaling,
-                model.config.pet_vmax,
+    for e in encoded_studies(model, dataset, ids, "scorer examples", progress):
+        found = scorer_inputs(
+            e.dense,
+            e.pet[:, 0],
+            e.ct[:, 0],
+            model.region_indices(),
+            e.zones,
+            model.config.pet_scaling,
+            model.config.pet_vmax,
+        )
+        lesions = {int(les["id"]): les for les in dataset._gt[e.study].get("lesions") or []}
+        stride = [n // m for n, m in zip(e.ct.shape[2:], e.dense.heat.shape[1:], strict=True)]
+        for region, sample, (voxels, x) in zip(regions, e.samples, found, strict=True):
+            if not len(voxels):
+                continue
+            ids_map = (
+                np.zeros(sample.ct.shape, np.int64) if sample.lesion is None else sample.lesion
             )
-            lesions = {int(les["id"]): les for les in dataset._gt[sid].get("lesions") or []}
-            stride = [n // m for n, m in zip(ct.shape[2:], dense.heat.shape[1:], strict=True)]
-            for region, sample, (voxels, x) in zip(regions, chosen, found, strict=True):
-                if not len(voxels):
-                    continue
-                ids_map = (
-                    np.zeros(sample.ct.shape, np.int64) if sample.lesion is None else sample.lesion
-                )
-                head = F.max_pool3d(
-                    torch.from_numpy(ids_map.astype(np.int64))[None, None].float(), stride, stride
-                )[0, 0].long()
-                feats.append(x.float())
-                labels.extend(peak_labels(voxels, head, lesions, region))
+            head = F.max_pool3d(
+                torch.from_numpy(ids_map.astype(np.int64))[None, None].float(), stride, stride
+            )[0, 0].long()
+            feats.append(x.float())
+            labels.extend(peak_labels(voxels, head, lesions, region))
     if not feats:
         raise InputError("no heatmap peak on any study: nothing to fit the scorer on")
     return torch.cat(feats), torch.tensor(labels, dtype=torch.long)
