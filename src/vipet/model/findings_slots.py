@@ -73,8 +73,8 @@ ONE_PER_SIDE: frozenset[int] = frozenset(LESION_TYPES.index(t) for t in ("effusi
 while the head's heatmap peaks several times along a wide fluid layer (run 19's head:
 5 of its 7 extra effusions on the test split were a second or third peak of one); a
 lobulated mass peaks once per lobe (with the candidate scorer, 13 of its 18 extra masses
-on the test split repeated another's side), and of the phantom's 84 masses one shares
-its region and side with another."""
+on the test split repeated another's side), while a second mass on the same side of a
+region is rare."""
 
 
 def _digits(value: torch.Tensor, scale: int, places: int) -> list[torch.Tensor]:
