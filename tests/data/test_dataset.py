@@ -71,6 +71,10 @@ def _first(ds: ViPetDataset, **want) -> int:
         {"max_length": 0},
         {"vqa_turns": 0},
         {"vqa_turns": 2.5},
+        {"question_slot_drop": {"faint": 0.5}},
+        {"question_slot_drop": {"avid": 1.5}},
+        {"question_slot_drop": {"not_avid": True}},
+        {"question_slot_drop": [0.3, 0.7]},
     ],
 )
 def test_config_rejects_bad_values(kwargs) -> None:
@@ -420,6 +424,50 @@ def test_slots_cap_the_filed_lesions(data, tok, model, ds) -> None:
         assert torch.equal(b["filed_attrs"][:, 0], full["filed_attrs"][:, 0])
         capped += int((full["filed_lesions"].amax(dim=(1, 2, 3)) > 1).sum())
     assert capped >= 1  # some region reports more than one lesion
+
+
+def test_question_slot_drop_leaves_lesions_out_of_question_slots(data, tok, model, ds) -> None:
+    root, cache = data
+    n_visual, k = model.visual_tokens_per_region, model.config.findings_slots
+    drop = {"avid": 0.0, "not_avid": 1.0}  # every non-avid lesion out, every avid one kept
+    cfg = replace(ds.config, question_slot_drop=drop)
+    dropped = ViPetDataset(root, cache, "train", tok, n_visual, cfg, slots=k)
+    assert [e.question for e in dropped.examples] == [e.question for e in ds.examples]
+    seen_out = 0
+    for i, ex in enumerate(ds.examples):
+        full, less = ds[i], dropped[i]
+        if ex.task == "report":  # reports keep every lesion: they describe their slots
+            assert torch.equal(full["filed_attrs"], less["filed_attrs"])
+            assert torch.equal(full["filed_lesions"], less["filed_lesions"])
+            continue
+        for v in range(full["filed_attrs"].shape[0]):
+            rows = full["filed_attrs"][v]
+            avid = [j for j in range(rows.shape[0]) if rows[j, 0] > 0 and rows[j, 2] > 0.5]
+            # the avid ones, in order, from the first slot; their voxels renumbered
+            assert torch.equal(less["filed_attrs"][v, : len(avid)], rows[avid])
+            assert not less["filed_attrs"][v, len(avid) :].any()
+            want = torch.zeros_like(full["filed_lesions"][v])
+            for new, j in enumerate(avid, 1):
+                want[full["filed_lesions"][v] == j + 1] = new
+            assert torch.equal(less["filed_lesions"][v], want)
+            seen_out += int((rows[:, 0] > 0).sum()) - len(avid)
+        again = dropped[i]  # an example's own seeded draw: the same every time
+        assert torch.equal(again["filed_attrs"], less["filed_attrs"])
+    assert seen_out >= 1  # the tiny phantom asks about some non-avid lesion's volume
+
+
+def test_question_slot_drop_draws_per_example(data, tok, model, ds) -> None:
+    root, cache = data
+    n_visual, k = model.visual_tokens_per_region, model.config.findings_slots
+    cfg = replace(ds.config, question_slot_drop={"avid": 0.5, "not_avid": 0.5})
+    half = ViPetDataset(root, cache, "train", tok, n_visual, cfg, slots=k)
+    kept = total = 0
+    for i, ex in enumerate(ds.examples):
+        if ex.task != "vqa":
+            continue
+        total += int((ds[i]["filed_attrs"][..., 0] > 0).sum())
+        kept += int((half[i]["filed_attrs"][..., 0] > 0).sum())
+    assert total >= 20 and 0 < kept < total  # some kept, some left out
 
 
 # ---- region targets ---------------------------------------------------------------------

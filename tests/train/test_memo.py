@@ -111,3 +111,24 @@ def test_memo_builds_each_volumes_teacher_slots_once(ds, model, monkeypatch) -> 
     assert again.attributes[1] == want.attributes[abdomen]
     memo.teacher(model, whole, grid)
     assert built == [3, 1]  # nothing new
+
+
+def test_memo_keys_teacher_slots_by_their_rows(ds, model) -> None:
+    # a question example may leave lesions out of a volume's slots
+    # (DataConfig.question_slot_drop): the same volume with fewer rows is another entry
+    a = ds.study_ids[0]
+    memo = VisionMemo()
+    whole = _batch(ds, (a, WHOLE))
+    grid = memo.vision(model, whole, contextlib.nullcontext()).grid
+    full = memo.teacher(model, whole, grid)
+    filled = full.filled.sum(dim=1)
+    v = int(filled.argmax())
+    assert filled[v] >= 1
+    fewer = {k: (t.clone() if isinstance(t, torch.Tensor) else t) for k, t in whole.items()}
+    fewer["filed_attrs"][0, v] = 0  # every lesion of volume v out
+    fewer["filed_lesions"][0, v] = 0
+    got = memo.teacher(model, fewer, grid)
+    others = [i for i in range(len(REGIONS)) if i != v]
+    assert not got.filled[v].any() and torch.equal(got.filled[others], full.filled[others])
+    again = memo.teacher(model, whole, grid)  # the full rows still give the full slots
+    assert torch.equal(again.filled, full.filled)

@@ -87,7 +87,13 @@ from vipet.data.prompts import (
 from vipet.data.tokenizer import WHOLE
 from vipet.errors import InputError
 from vipet.io.vipet_dataset import ground_truth, read_dataset
-from vipet.model.diag_head import FINE_NAMES, LABELS_PER_REGION, diag_targets, lesion_table
+from vipet.model.diag_head import (
+    AVIDITY,
+    FINE_NAMES,
+    LABELS_PER_REGION,
+    diag_targets,
+    lesion_table,
+)
 from vipet.model.findings_slots import SECTION_KEYS, TEACHER_FIELDS
 from vipet.preprocess.cache import MANIFEST, load_shard
 from vipet.preprocess.pipeline import RegionSample
@@ -125,6 +131,16 @@ class DataConfig:
     teaches several answers, where one-question examples give the ~3-token answers a
     few percent of the LM loss and see each question less than once in a run
     (docs/training.md, run 20). Evaluation still asks each question on its own."""
+    question_slot_drop: dict[str, float] = field(default_factory=dict)
+    """Per FDG avidity ("avid", "not_avid"): the chance that a lesion is left out of a
+    question example's teacher slots (an example's own seeded draw). The slots are the
+    findings head's detections at test time, and the head misses lesions — non-avid
+    ones most (docs/training.md, run 24: recall 0.68 avid, 0.32 non-avid on the
+    validation split) — so an LM taught only on complete slots has never had to answer
+    about a lesion its slots do not show, and guesses. Dropping lesions at the head's
+    miss rates teaches the answer the truth gives then (a named lesion the slots lack is
+    most often a non-avid one). Reports keep every lesion: a report describes its
+    slots. Empty: no drop."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.tasks_ratio, Mapping) or not self.tasks_ratio:
@@ -167,6 +183,20 @@ class DataConfig:
             raise ValueError(f"vqa_turns must be an integer, got {self.vqa_turns!r}")
         if self.vqa_turns < 1:
             raise ValueError(f"vqa_turns must be at least 1, got {self.vqa_turns}")
+        if not isinstance(self.question_slot_drop, Mapping):
+            raise ValueError(
+                f"question_slot_drop must be a mapping of {list(AVIDITY)} to a chance, "
+                f"got {self.question_slot_drop!r}"
+            )
+        for key, chance in self.question_slot_drop.items():
+            if key not in AVIDITY:
+                raise ValueError(
+                    f"unknown question_slot_drop key {key!r}; choose from {list(AVIDITY)}"
+                )
+            if isinstance(chance, bool) or not isinstance(chance, int | float):
+                raise ValueError(f"question_slot_drop[{key!r}] must be a number, got {chance!r}")
+            if not 0.0 <= chance <= 1.0:
+                raise ValueError(f"question_slot_drop[{key!r}] must be in [0, 1], got {chance}")
 
 
 @dataclass(frozen=True)
@@ -455,6 +485,30 @@ class ViPetDataset(Dataset):
             self._listed[key] = out
         return out
 
+    def _drop_slots(
+        self, ex: Example, region: str, filed: np.ndarray, attrs: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(filed, attrs)`` of one volume of a question example with some lesions left
+        out (`DataConfig.question_slot_drop`), the kept ones renumbered in order — the
+        head's detections fill the slots from the first, whatever it missed."""
+        drop = self.config.question_slot_drop
+        key = f"{self.config.seed}/{ex.study_id}/{region}/{ex.lang}/{ex.question}/slots"
+        rng = np.random.default_rng(zlib.crc32(key.encode()))
+        filled = np.flatnonzero(attrs[:, 0] > 0)
+        draws = rng.random(len(filled))  # one draw per lesion, whatever its avidity
+        kept = [
+            int(j)
+            for j, u in zip(filled, draws, strict=True)
+            if u >= drop.get(AVIDITY[0 if attrs[j, 2] > 0.5 else 1], 0.0)
+        ]
+        if len(kept) == len(filled):
+            return filed, attrs
+        relabel = np.zeros(256, dtype=np.uint8)
+        relabel[[j + 1 for j in kept]] = np.arange(1, len(kept) + 1, dtype=np.uint8)
+        out = np.zeros_like(attrs)
+        out[: len(kept)] = attrs[kept]
+        return relabel[filed], out
+
     def _teacher_of(
         self, study_id: str, region: str, sample: RegionSample
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -527,6 +581,10 @@ class ViPetDataset(Dataset):
         teacher = [
             self._teacher_of(ex.study_id, r, s) for s, r in zip(chosen, ex.regions, strict=True)
         ]
+        if ex.task == "vqa" and self.config.question_slot_drop:
+            teacher = [
+                self._drop_slots(ex, r, *t) for r, t in zip(ex.regions, teacher, strict=True)
+            ]
         ids = [
             np.zeros(s.ct.shape, np.uint8) if s.lesion is None else s.lesion.astype(np.uint8)
             for s in chosen

@@ -55,7 +55,7 @@ class VisionMemo:
         self.chunk = chunk
         """Volumes run through the vision side at once when filling the memo."""
         self._store: dict[tuple[str, str], VisionOutput] = {}
-        self._teacher: dict[tuple[str, str], Detections] = {}
+        self._teacher: dict[tuple[str, str, bytes], Detections] = {}
 
     def __len__(self) -> int:
         return len(self._store)
@@ -110,11 +110,13 @@ class VisionMemo:
         """Teacher slots (`teacher_detections`) of ``batch``'s volumes: they depend on the
         data only, so each volume's are built once (from its full-resolution lesion map,
         the costliest part of a language step before) and kept with its vision output."""
-        keys = _keys(batch)
+        attrs = batch["filed_attrs"].reshape(-1, *batch["filed_attrs"].shape[2:])
+        # a question example may leave lesions out of a volume's slots
+        # (`DataConfig.question_slot_drop`): the rows are part of the key
+        keys = [(*k, a.cpu().numpy().tobytes()) for k, a in zip(_keys(batch), attrs, strict=True)]
         missing = [i for i, k in enumerate(keys) if k not in self._teacher]
         if missing:
             filed = batch["filed_lesions"].reshape(-1, *batch["filed_lesions"].shape[2:])
-            attrs = batch["filed_attrs"].reshape(-1, *batch["filed_attrs"].shape[2:])
             det = teacher_detections(filed[missing], attrs[missing], grid, model.head_shape)
             for j, i in enumerate(missing):
                 self._teacher[keys[i]] = det.select([j])
