@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from tests.reports.factories import example_lesions, random_lesions
-from vipet.reports.questions import ANSWER_TYPES, QA, QUESTION_KINDS, make_questions
+from vipet.reports.questions import (
+    ANSWER_TYPES,
+    QA,
+    QUESTION_KINDS,
+    make_questions,
+    type_questions,
+)
 from vipet.reports.schema import LESION_TYPE_NAMES, REGIONS, Lesion
 from vipet.reports.vocab import location_phrase
 
@@ -237,3 +243,26 @@ def test_deterministic_and_validated() -> None:
         QA("q?", "a", "free", "normal")
     with pytest.raises(ValueError, match="unknown language"):
         make_questions(lesions, "de", np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_type_questions_answer_back_every_type_question(lang: str) -> None:
+    # the inverse of the type question maker: each question it writes, read back to its
+    # scope and type, gives the reference answer from the study's lesions
+    table = type_questions(lang)
+    checked = 0
+    for seed in range(20):
+        rng = np.random.default_rng(3000 + seed)
+        lesions = random_lesions(rng, int(rng.integers(0, 10)))
+        qas = make_questions(lesions, lang, np.random.default_rng(seed), n_per_region=6)
+        for qa in qas:
+            if qa.kind != "type_in_region":
+                continue
+            scope, lesion_type = table[qa.question]
+            assert scope.region == qa.region
+            there = any(x.type == lesion_type and scope.contains(x) for x in lesions)
+            assert qa.answer == (YES[lang] if there else NO[lang])
+            checked += 1
+    assert checked >= 80
+    with pytest.raises(ValueError):
+        type_questions("fr")

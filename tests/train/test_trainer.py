@@ -555,6 +555,47 @@ def test_calibrate_slots_after_training(tok, data, tmp_path, capsys) -> None:
         _cfg(out, calibrate_slots=True, val_split=None)
 
 
+def test_fit_scorer_reads_the_peaks_of_the_volumes_the_memo_encoded(tok, data, tmp_path) -> None:
+    """In bf16 the language phase's memo hands each training volume's maps to the scorer's
+    examples as it encodes it; the fit after training reads those and encodes only the
+    studies the memo did not see — the same examples as a fit that encodes them all."""
+    from collections import Counter
+
+    from vipet.evaluation.detector import load_split
+    from vipet.inference.rescore import PeakBook, _class_label, study_lesions
+
+    out = tmp_path / "book"
+    cfg = _cfg(
+        out,
+        max_steps=5,
+        vision_steps=1,
+        loss=FINDINGS,
+        calibrate_slots=True,
+        fit_scorer=True,
+        precision="bf16",
+    )
+    booked: list[int | None] = []
+    fit(cfg, tok, *data, on_step=lambda s, _: booked.append(s.peak_book and len(s.peak_book)))
+    assert booked[0] is None  # the vision phase keeps no book
+    assert booked[-1] and booked[-1] >= 2  # the language steps' volumes are in it
+    record = json.loads((out / "scorer.json").read_text())
+    model, tok2 = load_vipet(out / "model")
+    ds, ids, _ = load_split(data[0], data[1], "train", model, tok2)
+    _, y = PeakBook(study_lesions(ds)).examples(model, ds, ids, progress=False)
+    assert record["examples"] == len(y)
+    assert record["by_class"] == dict(Counter(_class_label(int(c)) for c in y).most_common())
+    # in fp32 the memo's maps are not the ones the scorer reads at test time: no book
+    fp32 = tmp_path / "fp32"
+    booked.clear()
+    fit(
+        replace(cfg, out_dir=str(fp32), precision="fp32"),
+        tok,
+        *data,
+        on_step=lambda s, _: booked.append(s.peak_book),
+    )
+    assert booked[-1] is None and (fp32 / "scorer.json").is_file()
+
+
 def test_fit_scorer_after_training(tok, data, tmp_path, capsys) -> None:
     """fit_scorer fits the candidate scorer on the training split's peaks before the
     calibration; the saved model carries it and detects through it; the command does the

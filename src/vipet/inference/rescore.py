@@ -32,6 +32,7 @@ from vipet.model.candidate_scorer import (
     class_name,
     fit_scorer,
 )
+from vipet.reports.schema import REGIONS
 
 
 def peak_labels(
@@ -62,43 +63,113 @@ def peak_labels(
     return out
 
 
-def scorer_examples(
-    model: Any, dataset: Any, ids: Sequence[str], progress: bool = True
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features ``(N, N_FEATURES)`` and classes ``(N,)`` of every candidate peak of the
-    studies ``ids`` of ``dataset`` (a `ViPetDataset` with ground truth)."""
-    from vipet.evaluation.detector import encoded_studies
-    from vipet.model.findings_slots import scorer_inputs
+class PeakBook:
+    """Scorer examples (features and classes of every candidate peak) per region volume,
+    ``(study, region) → (features (N, N_FEATURES), classes)``.
 
-    regions = list(model.config.regions)
-    feats: list[torch.Tensor] = []
-    labels: list[int] = []
-    for e in encoded_studies(model, dataset, ids, "scorer examples", progress):
+    The language phase of training runs every training volume through the frozen vision
+    side once (`vipet.train.memo.VisionMemo`), and the scorer's fit after training needs
+    exactly those maps: the memo hands each volume's maps here (`add`) before it drops
+    them, and `examples` encodes only the volumes it never saw (a resumed run's earlier
+    ones, another rank's) — the training split is not encoded a second time. Examples
+    come out in study then region order, whichever order they were added in.
+
+    ``lesions``: per study, its lesions by id (the ground truth, for the classes)."""
+
+    def __init__(self, lesions: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> None:
+        self.lesions = lesions
+        self._book: dict[tuple[str, str], tuple[torch.Tensor, list[int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._book)
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._book
+
+    @torch.no_grad()
+    def add(
+        self,
+        model: Any,
+        keys: Sequence[tuple[str, str]],
+        dense: Any,
+        ct: torch.Tensor,
+        pet: torch.Tensor,
+        zones: torch.Tensor,
+        lesion_ids: torch.Tensor,
+    ) -> None:
+        """The peaks of volumes ``keys`` ((study, region) each) from the head's maps
+        ``dense`` of those volumes, their inputs ``ct``/``pet`` ``(V, D, H, W)``, own
+        slices ``zones`` ``(V, 2)`` and lesion-id maps ``lesion_ids`` ``(V, D, H, W)``."""
+        from vipet.model.findings_slots import scorer_inputs
+
+        known = [i for i, (study, _) in enumerate(keys) if study in self.lesions]
+        if len(known) < len(keys):  # another split's volumes (the memo's validation ones)
+            if not known:
+                return
+            keys = [keys[i] for i in known]
+            dense = dense.map(lambda t: t[known])
+            ct, pet, zones, lesion_ids = (t[known] for t in (ct, pet, zones, lesion_ids))
+        regions = [REGIONS.index(r) for _, r in keys]
         found = scorer_inputs(
-            e.dense,
-            e.pet[:, 0],
-            e.ct[:, 0],
-            model.region_indices(),
-            e.zones,
+            dense,
+            pet.float(),
+            ct.float(),
+            regions,
+            zones,
             model.config.pet_scaling,
             model.config.pet_vmax,
         )
-        lesions = {int(les["id"]): les for les in dataset._gt[e.study].get("lesions") or []}
-        stride = [n // m for n, m in zip(e.ct.shape[2:], e.dense.heat.shape[1:], strict=True)]
-        for region, sample, (voxels, x) in zip(regions, e.samples, found, strict=True):
-            if not len(voxels):
-                continue
-            ids_map = (
-                np.zeros(sample.ct.shape, np.int64) if sample.lesion is None else sample.lesion
+        stride = [n // m for n, m in zip(ct.shape[1:], dense.heat.shape[1:], strict=True)]
+        for (study, region), ids_map, (voxels, x) in zip(keys, lesion_ids, found, strict=True):
+            head = F.max_pool3d(ids_map[None, None].float(), stride, stride)[0, 0].long()
+            labels = peak_labels(voxels, head, self.lesions.get(study, {}), region)
+            self._book[(study, region)] = (x.float().cpu(), labels)
+
+    def examples(
+        self, model: Any, dataset: Any, ids: Sequence[str], progress: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``(N, N_FEATURES)`` and classes ``(N,)`` of every candidate peak of
+        the studies ``ids`` of ``dataset`` (a `ViPetDataset`), encoding the studies with
+        a volume not added yet."""
+        from vipet.evaluation.detector import encoded_studies
+
+        regions = list(model.config.regions)
+        missing = [sid for sid in ids if any((sid, r) not in self._book for r in regions)]
+        for e in encoded_studies(model, dataset, missing, "scorer examples", progress):
+            maps = [
+                torch.zeros(s.ct.shape, dtype=torch.uint8)
+                if s.lesion is None
+                else torch.from_numpy(s.lesion.astype(np.uint8))
+                for s in e.samples
+            ]
+            self.add(
+                model,
+                [(e.study, r) for r in regions],
+                e.dense,
+                e.ct[:, 0],
+                e.pet[:, 0],
+                e.zones,
+                torch.stack(maps),
             )
-            head = F.max_pool3d(
-                torch.from_numpy(ids_map.astype(np.int64))[None, None].float(), stride, stride
-            )[0, 0].long()
-            feats.append(x.float())
-            labels.extend(peak_labels(voxels, head, lesions, region))
-    if not feats:
-        raise InputError("no heatmap peak on any study: nothing to fit the scorer on")
-    return torch.cat(feats), torch.tensor(labels, dtype=torch.long)
+        feats: list[torch.Tensor] = []
+        labels: list[int] = []
+        for sid in ids:
+            for r in regions:
+                x, y = self._book[(sid, r)]
+                if len(y):
+                    feats.append(x)
+                    labels.extend(y)
+        if not feats:
+            raise InputError("no heatmap peak on any study: nothing to fit the scorer on")
+        return torch.cat(feats), torch.tensor(labels, dtype=torch.long)
+
+
+def study_lesions(dataset: Any) -> dict[str, dict[int, Mapping[str, Any]]]:
+    """Per study of ``dataset`` (a `ViPetDataset`), its lesions by id."""
+    return {
+        sid: {int(les["id"]): les for les in gt.get("lesions") or []}
+        for sid, gt in dataset._gt.items()
+    }
 
 
 @dataclass
@@ -130,10 +201,12 @@ def fit_scorer_model(
     progress: bool = True,
     loaded: tuple[Any, Any] | None = None,
     seed: int = 0,
+    book: PeakBook | None = None,
 ) -> ScorerFit:
     """Fit a scorer for the saved model at ``model_dir`` on ``split`` and save the model
     with it (slot thresholds cleared). ``loaded``: the model and tokenizer of
-    ``model_dir``, when already loaded (it gets the scorer too)."""
+    ``model_dir``, when already loaded (it gets the scorer too); ``book``: the examples
+    of the volumes already through its vision side (training's, `PeakBook`)."""
     from vipet.evaluation.detector import load_split
     from vipet.model.checkpoint import load_vipet, save_vipet
 
@@ -142,7 +215,8 @@ def fit_scorer_model(
         raise InputError("the model has no finding slots: nothing to rescore", model_dir)
     config = config or ScorerConfig()
     ds, ids, _ = load_split(data, cache, split, model, tok, max_studies)
-    x, y = scorer_examples(model, ds, ids, progress=progress)
+    book = book if book is not None else PeakBook(study_lesions(ds))
+    x, y = book.examples(model, ds, ids, progress=progress)
     scorer = CandidateScorer(config)
     stats = fit_scorer(scorer, x, y, seed=seed)
     model.candidate_scorer = scorer.eval()

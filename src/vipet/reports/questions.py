@@ -32,7 +32,15 @@ from vipet.reports.vocab import (
     pick,
 )
 
-__all__ = ["ANSWER_TYPES", "QA", "QUESTION_KINDS", "location_phrase", "make_questions"]
+__all__ = [
+    "ANSWER_TYPES",
+    "QA",
+    "QUESTION_KINDS",
+    "Scope",
+    "location_phrase",
+    "make_questions",
+    "type_questions",
+]
 
 ANSWER_TYPES: tuple[str, ...] = ("yes_no", "number", "location", "text")
 QUESTION_KINDS: tuple[str, ...] = (
@@ -77,7 +85,10 @@ class QA:
 
 
 @dataclass(frozen=True)
-class _Scope:
+class Scope:
+    """Where a type question looks: a region, a location class in it, or one side of
+    that class (`contains` says whether a lesion lies there)."""
+
     region: str
     vi: str
     en: str  # used after "the"
@@ -118,17 +129,17 @@ _CLASS_SCOPES: dict[str, tuple[tuple[str, str, str, tuple[tuple[str, str, str], 
 }  # fmt: skip
 
 
-def _scopes(region: str, *, sides: bool) -> list[_Scope]:
+def _scopes(region: str, *, sides: bool) -> list[Scope]:
     vi, en = _REGION_NAMES[region]
-    scopes = [_Scope(region, vi, en)]
+    scopes = [Scope(region, vi, en)]
     for location, cvi, cen, side_names in _CLASS_SCOPES.get(region, ()):
-        scopes.append(_Scope(region, cvi, cen, location))
+        scopes.append(Scope(region, cvi, cen, location))
         if sides:
-            scopes.extend(_Scope(region, svi, sen, location, s) for s, svi, sen in side_names)
+            scopes.extend(Scope(region, svi, sen, location, s) for s, svi, sen in side_names)
     return scopes
 
 
-def _scope_name(scope: _Scope, lang: str) -> str:
+def _scope_name(scope: Scope, lang: str) -> str:
     return scope.vi if lang == "vi" else scope.en
 
 
@@ -286,7 +297,7 @@ Made = tuple[tuple, QA] | None
 
 
 def _type_in_region(ctx: _Context, region: str) -> Made:
-    options: dict[bool, list[tuple[_Scope, str]]] = {True: [], False: []}
+    options: dict[bool, list[tuple[Scope, str]]] = {True: [], False: []}
     for scope in _scopes(region, sides=True):
         present = {lesion.type for lesion in ctx.lesions if scope.contains(lesion)}
         for lesion_type in _PLAUSIBLE[scope.location or scope.region]:
@@ -425,4 +436,23 @@ def make_questions(
     if most is not None:
         out.append(most)
     out.append(_abnormal_region(ctx, regions))
+    return out
+
+
+def type_questions(lang: str) -> dict[str, tuple[Scope, str]]:
+    """Every "is there a lesion of type X in Y?" question the templates can write in
+    ``lang``, to its scope and lesion type: `make_questions` run backwards, so a tool can
+    answer a type question from any lesion list — the head's detections, the lesions
+    read from a written report (``scripts/closed_ceiling.py``)."""
+    check_lang(lang)
+    out: dict[str, tuple[Scope, str]] = {}
+    for region in REGIONS:
+        for scope in _scopes(region, sides=True):
+            for lesion_type in _PLAUSIBLE[scope.location or scope.region]:
+                name = LESION_TYPE_NAMES[lang][lesion_type]
+                t = name if lang == "vi" else _en_type_with_article(lesion_type)
+                words = {"t": t, "t0": name, "s": _scope_name(scope, lang)}
+                filled = words | {k.upper(): capitalize(v) for k, v in words.items()}
+                for template in _TEMPLATES[lang]["type_in_region"]:
+                    out[nfc(capitalize(template.format(**filled)))] = (scope, lesion_type)
     return out

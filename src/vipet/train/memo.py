@@ -17,7 +17,7 @@ final weights of a resumed test run differ by ~4e-7; ``chunk=1`` makes it exact)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -51,9 +51,15 @@ def cat_detections(parts: Sequence[Detections]) -> Detections:
 class VisionMemo:
     """``(study, region) → `VisionOutput` of one volume`` for a frozen vision side."""
 
-    def __init__(self, chunk: int = 2) -> None:
+    def __init__(self, chunk: int = 2, on_encoded: Callable[..., None] | None = None) -> None:
         self.chunk = chunk
         """Volumes run through the vision side at once when filling the memo."""
+        self.on_encoded = on_encoded
+        """Called with each chunk's ``(keys, dense, ct, pet, zones, lesion_ids)`` — the
+        head's voxel maps of volumes new to the memo, the volumes ``(V, D, H, W)``, their
+        own slices ``(V, 2)`` and lesion-id maps — before the maps are dropped: the
+        candidate scorer's examples after training are read from them
+        (`vipet.inference.rescore.PeakBook`), not from a second pass over the split."""
         self._store: dict[tuple[str, str], VisionOutput] = {}
         self._teacher: dict[tuple[str, str, bytes], Detections] = {}
 
@@ -81,6 +87,17 @@ class VisionMemo:
                         pets[part].to(dev, torch.float32),
                         zs[part].to(dev),
                     )
+                    if self.on_encoded is not None and out.dense is not None:
+                        chosen = missing[part]
+                        ids = batch["lesion_ids"].reshape(-1, *batch["lesion_ids"].shape[2:])
+                        self.on_encoded(
+                            [keys[i] for i in chosen],
+                            out.dense,
+                            cts[part][:, 0],
+                            pets[part][:, 0],
+                            zs[part][:, 0],
+                            ids[chosen],
+                        )
                 out.dense = None  # not kept: do not slice the voxel maps per volume
                 for j, i in enumerate(missing[part]):
                     one = out.select([j])

@@ -206,6 +206,9 @@ class State:
     vision_val_loader: DataLoader | None = None
     memo: VisionMemo | None = None
     """The frozen vision side's outputs, once the language phase has frozen it."""
+    peak_book: Any = None
+    """The candidate scorer's examples of the training volumes the memo encodes
+    (`vipet.inference.rescore.PeakBook`), with ``fit_scorer``."""
     step: int = 0
     phase: str = "vision"
     """"vision" or "language": which loader ``epoch`` and ``position`` refer to."""
@@ -834,10 +837,25 @@ def enter_language_phase(state: State) -> None:
     # of times (a volume new on one rank is memoised on another). The frozen vision side
     # then runs inside every forward instead.
     if _memoises(cfg, state.dist):
-        state.memo = VisionMemo()
+        state.peak_book = _peak_book(state)
+        add = None if state.peak_book is None else partial(state.peak_book.add, state.raw_model)
+        state.memo = VisionMemo(on_encoded=add)
     rank_print(
         state.dist, "language phase: vision side frozen; " + trainable_summary(state.raw_model)
     )
+
+
+def _peak_book(state: State) -> Any:
+    """A `PeakBook` for the scorer fitted after training (``fit_scorer``), filled by the
+    memo as it encodes the training volumes — when the memo's precision is the one the
+    scorer reads peaks in at test time (`vision_autocast`: bf16), else None (the fit then
+    encodes the split itself)."""
+    cfg = state.cfg
+    if not (cfg.fit_scorer and cfg.calibrate_slots and cfg.precision == "bf16"):
+        return None
+    from vipet.inference.rescore import PeakBook, study_lesions
+
+    return PeakBook(study_lesions(state.loader.dataset))
 
 
 def _micro_batches(state: State, phase: str) -> Iterator[dict[str, Any]]:
@@ -985,15 +1003,18 @@ def _fit(cfg, tokenizer, data_root, cache_dir, on_step, until, d: Dist) -> dict[
         if board is not None:
             board.close()
         if cfg.calibrate_slots and state.raw_model.config.findings_slots:
-            _calibrate(cfg, model_dir, data_root, cache_dir, d)
+            _calibrate(cfg, model_dir, data_root, cache_dir, d, state.peak_book)
     _barrier(d)
     return {"step": state.step, "train": log, "val": val_log, "model": model_dir}
 
 
-def _calibrate(cfg: TrainConfig, model_dir: Path, data_root, cache_dir, d: Dist) -> None:
+def _calibrate(
+    cfg: TrainConfig, model_dir: Path, data_root, cache_dir, d: Dist, book: Any = None
+) -> None:
     """Per-class slot thresholds on the validation split, into the saved model; the
     result also in ``out_dir/calibration.json`` (with ``fit_scorer``, the candidate
-    scorer fitted on the training split first, its fit in ``out_dir/scorer.json``)."""
+    scorer fitted on the training split first, its fit in ``out_dir/scorer.json``;
+    ``book``: the examples of the training volumes the language phase encoded)."""
     from vipet.inference.calibrate import calibrate_model, calibration_table
     from vipet.model.checkpoint import load_vipet
 
@@ -1002,7 +1023,7 @@ def _calibrate(cfg: TrainConfig, model_dir: Path, data_root, cache_dir, d: Dist)
         from vipet.inference.rescore import fit_scorer_model, scorer_table
 
         fit = fit_scorer_model(
-            model_dir, Path(data_root), Path(cache_dir), cfg.train_split, loaded=loaded
+            model_dir, Path(data_root), Path(cache_dir), cfg.train_split, loaded=loaded, book=book
         )
         atomic_write_bytes(
             Path(cfg.out_dir) / "scorer.json", (json.dumps(fit.to_dict(), indent=2) + "\n").encode()
