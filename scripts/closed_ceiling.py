@@ -121,6 +121,7 @@ def main() -> None:
     table = type_questions(args.lang)
 
     right: Counter[tuple[str, str]] = Counter()
+    wrong: Counter[tuple[str, str, bool]] = Counter()  # (kind, column, reference answer)
     asked: Counter[str] = Counter()
     agree: Counter[tuple[str, bool, bool]] = Counter()  # (kind, LM = report reader, LM right)
     for sid in studies:
@@ -135,9 +136,11 @@ def main() -> None:
             for name, lists in sources.items():
                 read[name] = read_answer(qa, lists[sid], truth, table)
                 right[(qa["kind"], name)] += read[name] == ref
+                wrong[(qa["kind"], name, bool(ref))] += read[name] != ref
             if answers:
                 lm = parse_yes_no(answers[sid].get(qa["question"], ""))
                 right[(qa["kind"], "LM")] += lm == ref
+                wrong[(qa["kind"], "LM", bool(ref))] += lm != ref
                 agree[(qa["kind"], lm == read["report"], lm == ref)] += 1
 
     columns = [*sources, *(["LM"] if answers else [])]
@@ -152,6 +155,15 @@ def main() -> None:
             k = sum(right[(x, c)] for x in KINDS) if kind == "all" else right[(kind, c)]
             cells.append(f"{k} ({k / n:.3f})" if n else "–")
         print(f"| {kind} | {n} | " + " | ".join(cells) + " |")
+    print(
+        "\nWrong answers by the reference answer (a type or avidity question's yes → no: a"
+        " lesion the list lacks or misreads; a normal study's yes → no: a false finding):\n"
+    )
+    print("| kind | " + " | ".join(f"{head[c]}: yes → no / no → yes" for c in columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for kind in KINDS:
+        cells = [f"{wrong[(kind, c, True)]} / {wrong[(kind, c, False)]}" for c in columns]
+        print(f"| {kind} | " + " | ".join(cells) + " |")
     if answers:
         print("\nThe LM against the reader of its own report:\n")
         print("| kind | LM agrees, right | agrees, wrong | differs, right | differs, wrong |")

@@ -83,9 +83,6 @@ class PeakBook:
     def __len__(self) -> int:
         return len(self._book)
 
-    def __contains__(self, key: tuple[str, str]) -> bool:
-        return key in self._book
-
     @torch.no_grad()
     def add(
         self,
