@@ -133,14 +133,13 @@ class DataConfig:
     (docs/training.md, run 20). Evaluation still asks each question on its own."""
     question_slot_drop: dict[str, float] = field(default_factory=dict)
     """Per FDG avidity ("avid", "not_avid"): the chance that a lesion is left out of a
-    question example's teacher slots (an example's own seeded draw). The slots are the
-    findings head's detections at test time, and the head misses lesions — non-avid
-    ones most (docs/training.md, run 24: recall 0.68 avid, 0.32 non-avid on the
-    validation split) — so an LM taught only on complete slots has never had to answer
-    about a lesion its slots do not show, and guesses. Dropping lesions at the head's
-    miss rates teaches the answer the truth gives then (a named lesion the slots lack is
-    most often a non-avid one). Reports keep every lesion: a report describes its
-    slots. Empty: no drop."""
+    question example's teacher slots (an example's own seeded draw; the kept ones fill
+    the slots from the first). At test time the slots are the findings head's
+    detections, which miss lesions — non-avid ones most —, so an LM taught only on
+    complete slots never answers about a lesion its slots lack; this teaches the answers
+    under the slots it will see. Reports keep every lesion: a report describes its
+    slots. Empty: no drop. docs/training.md, run 24: at 0.3 / 0.7 the avidity answers did
+    not improve and empty slots stopped meaning "normal", so cpu-small leaves it off."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.tasks_ratio, Mapping) or not self.tasks_ratio:
