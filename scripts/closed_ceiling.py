@@ -35,41 +35,34 @@ from vipet.evaluation.vqa import parse_yes_no
 from vipet.io.vipet_dataset import ground_truth
 from vipet.reports.extract import extract_findings
 from vipet.reports.questions import type_questions
-from vipet.reports.schema import FINE_LOCATIONS, Lesion
+from vipet.reports.schema import Lesion
 
 KINDS = ("type_in_region", "avid", "normal")
 
 
 def slot_lesions(model_dir: Path, data: Path, cache: Path, split: str) -> dict[str, list[Lesion]]:
     """Per study, the findings the model's head puts in its slots."""
-    from vipet.evaluation.detector import candidates, load_split, select
-    from vipet.model.checkpoint import load_vipet
+    from vipet.evaluation.detector import candidates, load_slot_model_split, select
 
-    model, tok = load_vipet(model_dir)
-    ds, ids, _ = load_split(data, cache, split, model, tok)
+    model, _, ds, ids, _ = load_slot_model_split(model_dir, data, cache, split, task="read")
     found = candidates(model, ds, ids, floor=0.1)
     cfg = model.config
     chosen = select(found, cfg.slot_threshold, cfg.findings_slots, cfg.slot_thresholds)
     out = {}
     for sid, findings in chosen.items():
-        out[sid] = []
-        for i, f in enumerate(findings):
-            fine = FINE_LOCATIONS[f["location_detail"]]
-            out[sid].append(
-                Lesion(
-                    id=i,
-                    type=f["type"],
-                    location=f["location"],
-                    location_detail=f["location_detail"],
-                    laterality=f["laterality"],
-                    size_mm=f["size_mm"],
-                    short_mm=None,
-                    suvmax=f["suvmax"],
-                    fdg_avid=bool(f["fdg_avid"]),
-                    region=fine.region,
-                    section=fine.section,
-                )
+        out[sid] = [
+            Lesion.at(
+                i,
+                f["type"],
+                f["location_detail"],
+                f["laterality"],
+                size_mm=f["size_mm"],
+                short_mm=None,
+                suvmax=f["suvmax"],
+                fdg_avid=bool(f["fdg_avid"]),
             )
+            for i, f in enumerate(findings)
+        ]
     return out
 
 

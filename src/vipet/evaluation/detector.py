@@ -181,6 +181,27 @@ def detector_scores(
     }
 
 
+def load_slot_model_split(
+    model_dir: Path,
+    data: Path,
+    cache: Path,
+    split: str,
+    max_studies: int | None = None,
+    loaded: tuple[Any, Any] | None = None,
+    task: str = "calibrate",
+) -> tuple[Any, Any, Any, list[str], dict[str, list]]:
+    """``(model, tokenizer, dataset, ids, references)``: a saved model with finding slots
+    (``loaded``: it and its tokenizer, when already loaded) and a split for `candidates`;
+    a model without slots is refused (nothing to ``task``)."""
+    from vipet.errors import InputError
+    from vipet.model.checkpoint import load_vipet
+
+    model, tok = loaded or load_vipet(model_dir)
+    if not model.config.findings_slots:
+        raise InputError(f"the model has no finding slots: nothing to {task}", model_dir)
+    return (model, tok, *load_split(data, cache, split, model, tok, max_studies))
+
+
 def load_split(data: Path, cache: Path, split: str, model: Any, tokenizer: Any, max_studies=None):
     """``(dataset, ids, reference lesions by id)`` of a split, for `candidates`."""
     from vipet.data.dataset import ViPetDataset

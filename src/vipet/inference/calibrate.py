@@ -118,13 +118,11 @@ def calibrate_model(
 ) -> Calibration:
     """Calibrate a saved model's slot thresholds on ``split`` and (``write``) store them.
     ``loaded``: the model and tokenizer of ``model_dir``, when already loaded."""
-    from vipet.evaluation.detector import candidates, load_split
-    from vipet.model.checkpoint import load_vipet
+    from vipet.evaluation.detector import candidates, load_slot_model_split
 
-    model, tok = loaded or load_vipet(model_dir)
-    if not model.config.findings_slots:
-        raise InputError("the model has no finding slots: nothing to calibrate", model_dir)
-    ds, ids, refs = load_split(data, cache, split, model, tok, max_studies)
+    model, _, ds, ids, refs = load_slot_model_split(
+        model_dir, data, cache, split, max_studies, loaded, "calibrate"
+    )
     found = candidates(model, ds, ids, floor=min(GRID), progress=progress)
     result = calibrate(
         found,

@@ -204,14 +204,13 @@ def fit_scorer_model(
     with it (slot thresholds cleared). ``loaded``: the model and tokenizer of
     ``model_dir``, when already loaded (it gets the scorer too); ``book``: the examples
     of the volumes already through its vision side (training's, `PeakBook`)."""
-    from vipet.evaluation.detector import load_split
-    from vipet.model.checkpoint import load_vipet, save_vipet
+    from vipet.evaluation.detector import load_slot_model_split
+    from vipet.model.checkpoint import save_vipet
 
-    model, tok = loaded or load_vipet(model_dir)
-    if not model.config.findings_slots:
-        raise InputError("the model has no finding slots: nothing to rescore", model_dir)
+    model, tok, ds, ids, _ = load_slot_model_split(
+        model_dir, data, cache, split, max_studies, loaded, "rescore"
+    )
     config = config or ScorerConfig()
-    ds, ids, _ = load_split(data, cache, split, model, tok, max_studies)
     book = book if book is not None else PeakBook(study_lesions(ds))
     x, y = book.examples(model, ds, ids, progress=progress)
     scorer = CandidateScorer(config)

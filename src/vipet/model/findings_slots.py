@@ -118,9 +118,8 @@ class Detections:
     features: torch.Tensor  # (B, K, SLOT_FEATURES)
     filled: torch.Tensor  # (B, K) bool
     rows: torch.Tensor  # (B, K, N): each slot's weights over the encoder tokens (0 if empty)
-    scores: (
-        torch.Tensor
-    )  # (B, K): a detection's heat, or its scorer's 1 − P(background) (1 for a teacher slot)
+    # a detection's heat, or its scorer's 1 − P(background) (1 for a teacher slot)
+    scores: torch.Tensor  # (B, K)
     voxels: torch.Tensor  # (B, K, 3) long: its peak (or centre) on the head's grid
     attributes: list[list[dict[str, Any]]] = field(default_factory=list)
     """Per volume, per filled slot: the finding in words (`describe`)."""
@@ -370,10 +369,16 @@ def _mean_probs(m: torch.Tensor) -> torch.Tensor:
     return m.flatten(1).mean(dim=1)
 
 
+def _near(i: int, voxel: tuple[int, int, int]) -> tuple:
+    """Index of volume ``i``'s maps ``(B, C, D, H, W)`` at a peak's 3x3x3 neighbourhood
+    (inside the volume); without its second entry, of a one-channel map ``(B, D, H, W)``."""
+    return (i, slice(None), *(slice(max(0, v - 1), v + 2) for v in voxel))
+
+
 def _read_class(dense: DenseFindings, i: int, voxel: tuple[int, int, int]) -> tuple[int, float]:
     """The type and avidity probability the head reads at a peak: the mean probability
     over its 3x3x3 neighbourhood (inside the volume)."""
-    near = (i, slice(None), *(slice(max(0, v - 1), v + 2) for v in voxel))
+    near = _near(i, voxel)
     t = int(_mean_probs(torch.softmax(dense.types[near].float(), dim=0)).argmax())
     avid = float(torch.sigmoid(dense.avid[near[:1] + near[2:]].float()).mean())
     return t, avid
@@ -392,7 +397,7 @@ def _read_peak(
     """Everything the head reads at a peak: ``(type, avidity probability, fine location,
     side, size mm, SUVmax)``."""
     t, avid = _read_class(dense, i, voxel)
-    near = (i, slice(None), *(slice(max(0, v - 1), v + 2) for v in voxel))
+    near = _near(i, voxel)
     f = int(_mean_probs(torch.softmax(dense.fine[near].float(), dim=0)).argmax())
     s = (
         int(_mean_probs(torch.softmax(dense.side[near].float(), dim=0)).argmax())
