@@ -18,8 +18,15 @@ scored beside the reader's, with how often the two agree. A language model that 
 as its slots say cannot do better than the slots' column: this tells a question
 error of the language model from one of the detector.
 
+A reader that takes its slots at their word is not the best one: the head misses most
+small lesions only CT shows, so "no lymph node here" from the slots is wrong more often
+than right. ``--rates-from train`` adds a reader that answers, for each kind of evidence
+(the slots' answer, the lesion type asked about, a type question's region), what most
+questions with that evidence answer on that split — what a language model taught on the
+head's own slots can learn (`TrainConfig.question_slots` "head").
+
     .venv/bin/python scripts/closed_ceiling.py DATA [--model M --cache C]
-        [--predictions P] [--split test] [--lang vi]
+        [--rates-from train] [--predictions P] [--split test] [--lang vi]
 """
 
 from __future__ import annotations
@@ -88,6 +95,35 @@ def read_answer(
     return same[0].fdg_avid if same else False
 
 
+def evidence(qa: Mapping[str, Any], read: bool, truth: Mapping[int, Mapping], table) -> tuple:
+    """What a reader that knows how often its slots err conditions on: the question's
+    kind, the slots' answer, the lesion type it asks about, and a type question's region."""
+    if qa["kind"] == "normal":
+        return ("normal", read)
+    if qa["kind"] == "type_in_region":
+        scope, lesion_type = table[qa["question"]]
+        return ("type_in_region", read, lesion_type, scope.region)
+    return ("avid", read, truth[qa["lesion_id"]]["type"])
+
+
+def answer_rates(
+    data: Path, lists: Mapping[str, Sequence[Lesion]], lang: str, table
+) -> dict[tuple, bool]:
+    """Per `evidence`, the reference answer most questions of these studies have (``lists``:
+    their slots); evidence whose answers split evenly is left out (the slots' answer
+    stands). The answer rates of the training split's own slots are what a language
+    model taught on them can learn (`TrainConfig.question_slots` "head")."""
+    tally: dict[tuple, Counter[bool]] = {}
+    for sid, lesions in lists.items():
+        gt = ground_truth(data, sid)
+        truth = {int(les["id"]): les for les in gt.get("lesions") or []}
+        for qa in gt.get(f"questions_{lang}") or []:
+            if qa["kind"] in KINDS:
+                key = evidence(qa, read_answer(qa, lesions, truth, table), truth, table)
+                tally.setdefault(key, Counter())[bool(parse_yes_no(qa["answer"]))] += 1
+    return {k: c[True] > c[False] for k, c in tally.items() if c[True] != c[False]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("data", type=Path)
@@ -96,11 +132,19 @@ def main() -> None:
     ap.add_argument("--predictions", type=Path, help="vipet evaluate's predictions.jsonl")
     ap.add_argument("--split", default="test")
     ap.add_argument("--lang", default="vi", choices=("vi", "en"))
+    ap.add_argument(
+        "--rates-from",
+        metavar="SPLIT",
+        help="with --model: also answer from the slots and the answer rates of the slots on "
+        "this split (e.g. train)",
+    )
     args = ap.parse_args()
     if args.model is None and args.predictions is None:
         ap.error("give --model (with --cache) and/or --predictions")
     if args.model is not None and args.cache is None:
         ap.error("--model needs --cache")
+    if args.rates_from and args.model is None:
+        ap.error("--rates-from needs --model")
 
     sources: dict[str, dict[str, list[Lesion]]] = {}
     answers: dict[str, dict[str, str]] = {}
@@ -112,6 +156,10 @@ def main() -> None:
         answers = {r["id"]: {a["question"]: a["prediction"] for a in r["answers"]} for r in rows}
     studies = sorted(set.intersection(*(set(s) for s in sources.values())))
     table = type_questions(args.lang)
+    rates = None
+    if args.rates_from:
+        fit = slot_lesions(args.model, args.data, args.cache, args.rates_from)
+        rates = answer_rates(args.data, fit, args.lang, table)
 
     right: Counter[tuple[str, str]] = Counter()
     wrong: Counter[tuple[str, str, bool]] = Counter()  # (kind, column, reference answer)
@@ -128,16 +176,25 @@ def main() -> None:
             read = {}
             for name, lists in sources.items():
                 read[name] = read_answer(qa, lists[sid], truth, table)
-                right[(qa["kind"], name)] += read[name] == ref
-                wrong[(qa["kind"], name, bool(ref))] += read[name] != ref
+            if rates is not None:
+                key = evidence(qa, read["slots"], truth, table)
+                read["rates"] = rates.get(key, read["slots"])
+            for name, answer in read.items():
+                right[(qa["kind"], name)] += answer == ref
+                wrong[(qa["kind"], name, bool(ref))] += answer != ref
             if answers:
                 lm = parse_yes_no(answers[sid].get(qa["question"], ""))
                 right[(qa["kind"], "LM")] += lm == ref
                 wrong[(qa["kind"], "LM", bool(ref))] += lm != ref
                 agree[(qa["kind"], lm == read["report"], lm == ref)] += 1
 
-    columns = [*sources, *(["LM"] if answers else [])]
-    head = {"slots": "reader of the slots", "report": "reader of the report", "LM": "LM's answer"}
+    columns = [*sources, *(["rates"] if rates is not None else []), *(["LM"] if answers else [])]
+    head = {
+        "slots": "reader of the slots",
+        "rates": f"slots + answer rates of {args.rates_from}",
+        "report": "reader of the report",
+        "LM": "LM's answer",
+    }
     print(f"{args.split} split, {len(studies)} studies, {args.lang}\n")
     print("| kind | questions | " + " | ".join(head[c] for c in columns) + " |")
     print("|---|---|" + "---|" * len(columns))

@@ -10,9 +10,10 @@ import torch
 
 from vipet.data.dataset import DataConfig, ViPetDataset, collate
 from vipet.data.tokenizer import WHOLE
+from vipet.model.findings_slots import Detections
 from vipet.model.presets import build_model
 from vipet.reports.schema import REGIONS
-from vipet.train.memo import VisionMemo
+from vipet.train.memo import VisionMemo, slots_by_task
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +40,9 @@ def test_memo_matches_the_model_and_computes_each_volume_once(ds, model, monkeyp
     computed: list[int] = []  # volumes per call of model.vision
     inner = model.vision
 
-    def spy(ct, pet, zones=None):
+    def spy(ct, pet, zones=None, regions=None):
         computed.append(ct.shape[0] * ct.shape[1])
-        return inner(ct, pet, zones)
+        return inner(ct, pet, zones, regions)
 
     monkeypatch.setattr(model, "vision", spy)
     memo = VisionMemo(chunk=2)
@@ -132,3 +133,36 @@ def test_memo_keys_teacher_slots_by_their_rows(ds, model) -> None:
     assert not got.filled[v].any() and torch.equal(got.filled[others], full.filled[others])
     again = memo.teacher(model, whole, grid)  # the full rows still give the full slots
     assert torch.equal(again.filled, full.filled)
+
+
+def _marked(n: int, value: float, words: bool) -> Detections:
+    """``n`` volumes of detections whose every tensor holds ``value`` (one slot)."""
+    return Detections(
+        torch.full((n, 1, 4), value),
+        torch.ones(n, 1, dtype=torch.bool),
+        torch.full((n, 1, 2), value),
+        torch.full((n, 1), value),
+        torch.full((n, 1, 3), int(value), dtype=torch.long),
+        [[{"volume": i}] for i in range(n)] if words else [],
+    )
+
+
+def test_slots_by_task_gives_reports_the_teacher_and_questions_the_head() -> None:
+    """A whole-study example stands for len(REGIONS) volumes, a region example for one;
+    each volume's slots come from the teacher when its example's task is listed."""
+    batch = {"task": ["report", "vqa", "vqa"], "region": ["chest", WHOLE, "head_neck"]}
+    n = 1 + len(REGIONS) + 1
+    teacher, head = _marked(n, 1.0, False), _marked(n, 2.0, True)
+    mixed = slots_by_task(batch, teacher, head, ("report",))
+    assert mixed.scores[:, 0].tolist() == [1.0] + [2.0] * (n - 1)
+    assert mixed.voxels[:, 0, 0].tolist() == [1] + [2] * (n - 1)
+    assert mixed.attributes == []  # the teacher's volumes have no words to align with
+    assert slots_by_task(batch, teacher, head, ("report", "vqa")) is teacher
+    assert slots_by_task(batch, teacher, head, ()) is head
+    only_questions = {"task": ["vqa"], "region": [WHOLE]}
+    chosen = slots_by_task(
+        only_questions, _marked(3, 1.0, True), head.select([0, 1, 2]), ("report",)
+    )
+    assert chosen.scores[:, 0].tolist() == [2.0] * 3
+    with pytest.raises(ValueError):
+        slots_by_task({"task": ["vqa"], "region": []}, teacher, head, ("report",))

@@ -624,3 +624,60 @@ def test_fit_scorer_after_training(tok, data, tmp_path, capsys) -> None:
         _cfg(out, fit_scorer=True)
     with pytest.raises(ValueError, match="fit_scorer must be true or false"):
         _cfg(out, fit_scorer="yes", calibrate_slots=True)
+
+
+def test_question_slots_head_fits_the_detector_as_the_language_phase_starts(
+    tok, data, tmp_path
+) -> None:
+    """question_slots "head": the scorer and the thresholds are fitted when the language
+    phase starts, before the memo reads any detection, and the saved model keeps exactly
+    them (no refit after training); a run resumed in the language phase fits them again
+    from the same weights and ends where the uninterrupted run ends."""
+    out = tmp_path / "head"
+    cfg = _cfg(
+        out,
+        max_steps=5,
+        vision_steps=2,
+        loss=FINDINGS,
+        calibrate_slots=True,
+        fit_scorer=True,
+        slot_teacher=1.0,
+        question_slots="head",
+        checkpoint_every=1,
+    )
+    seen: list[tuple[str, bool]] = []
+
+    def watch(state, _log) -> None:
+        scorer = state.raw_model.candidate_scorer
+        seen.append((state.phase, scorer is not None))
+        if state.step == 3:
+            state_scorer.update({k: v.clone() for k, v in scorer.state_dict().items()})
+            thresholds.append(state.raw_model.config.slot_thresholds)
+
+    state_scorer: dict[str, torch.Tensor] = {}
+    thresholds: list = []
+    fit(cfg, tok, *data, on_step=watch)
+    assert seen == [("vision", False)] * 2 + [("language", True)] * 3
+    assert not (out / "detector").exists()
+    calibration = json.loads((out / "calibration.json").read_text())
+    assert json.loads((out / "scorer.json").read_text())["examples"] > 0
+    model, _ = load_vipet(out / "model")
+    assert model.config.slot_thresholds == thresholds[0]
+    assert (thresholds[0] or {}) == calibration["thresholds"]  # None when no class moved
+    saved = model.candidate_scorer.state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in state_scorer.items())
+    # killed after step 3 (a language step): the resumed run refits the same detector
+    part = tmp_path / "part"
+    fit(replace(cfg, out_dir=str(part)), tok, *data, until=3)
+    fit(replace(cfg, out_dir=str(part), resume=True), tok, *data)
+    whole, cut = _weights(out), _weights(part)
+    assert whole.keys() == cut.keys()
+    for k in whole:
+        torch.testing.assert_close(cut[k], whole[k], rtol=0, atol=1e-5, msg=k)
+
+
+def test_question_slots_is_checked() -> None:
+    with pytest.raises(ValueError, match="question_slots must be one of"):
+        _cfg(Path("x"), question_slots="perfect")
+    with pytest.raises(ValueError, match="vision_steps, freeze_vision and calibrate_slots"):
+        _cfg(Path("x"), question_slots="head", vision_steps=1)

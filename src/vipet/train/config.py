@@ -19,6 +19,8 @@ from vipet.train.losses import LM_REDUCTIONS, LossWeights
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 STRATEGIES: tuple[str, ...] = ("ddp", "fsdp")
+QUESTION_SLOTS: tuple[str, ...] = ("teacher", "head")
+"""Where a question example's finding slots come from (`TrainConfig.question_slots`)."""
 """How the processes of a ``torchrun`` job share the model (`TrainConfig.strategy`)."""
 
 
@@ -120,6 +122,18 @@ class TrainConfig:
     `vipet.model.findings_slots.teacher_detections`), so the LM learns to write what a
     slot says; which steps is fixed by the seed and the step number. Needs a model with
     finding slots. Validation always uses the head's."""
+    question_slots: str = "teacher"
+    """Whose finding slots a question example reads on a teacher-forced step
+    (`QUESTION_SLOTS`): "teacher", the lesions the answer is about, like a report;
+    "head", the head's own detections of that training volume, with the candidate
+    scorer and the slot thresholds fitted and calibrated when the language phase starts
+    (instead of after training), so they are the detector the saved model keeps. Why:
+    taught on perfect slots, the LM answers "no" to every lesion its slots lack, while
+    the head misses most of the small lesions only CT shows; taught on the head's slots,
+    it learns how far to trust them — which kinds of lesion the head misses, and how
+    often an empty slot list is a normal study (docs/training.md, run 26). Reports keep
+    the teacher's slots: they are written slot by slot. "head" needs the memo (a vision
+    phase, ``freeze_vision``, not FSDP) and ``calibrate_slots``."""
     align_tasks: tuple[str, ...] = TASKS
     """The tasks (`vipet.data.dataset.TASKS`) whose answers the alignment loss
     (``loss.align``) pulls onto the ROI. All of them in the published setup; cpu-small
@@ -225,6 +239,17 @@ class TrainConfig:
         if self.fit_scorer and not self.calibrate_slots:
             raise ValueError(
                 "fit_scorer needs calibrate_slots: the thresholds are tuned on its scores"
+            )
+        if self.question_slots not in QUESTION_SLOTS:
+            raise ValueError(
+                f"question_slots must be one of {list(QUESTION_SLOTS)}, got {self.question_slots!r}"
+            )
+        if self.question_slots == "head" and not (
+            self.vision_steps and self.freeze_vision and self.calibrate_slots
+        ):
+            raise ValueError(
+                "question_slots: head reads the head's calibrated detections of a frozen "
+                "vision side: it needs vision_steps, freeze_vision and calibrate_slots"
             )
         if not isinstance(self.resume, bool):
             raise ValueError(f"resume must be true or false, got {self.resume!r}")

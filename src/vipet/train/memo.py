@@ -18,6 +18,7 @@ final weights of a resumed test run differ by ~4e-7; ``chunk=1`` makes it exact)
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -46,6 +47,25 @@ def cat_detections(parts: Sequence[Detections]) -> Detections:
         torch.cat([d.voxels for d in parts]),
         [a for d in parts for a in d.attributes],
     )
+
+
+def slots_by_task(
+    batch: Mapping[str, Any], teacher: Detections, head: Detections, tasks: Sequence[str]
+) -> Detections:
+    """Per volume of ``batch`` (in `_keys` order): the ``teacher`` slots when its example's
+    task is one of ``tasks``, else the ``head``'s detections (`TrainConfig.question_slots`:
+    reports on the lesions they describe, questions on what the head found)."""
+    use = []
+    for task, region in zip(batch["task"], batch["region"], strict=True):
+        use.extend([task in tasks] * (len(REGIONS) if region == WHOLE else 1))
+    if all(use):
+        return teacher
+    if not any(use):
+        return head
+    parts = [(teacher if u else head).select([i]) for i, u in enumerate(use)]
+    mixed = cat_detections(parts)
+    # teacher slots carry no words: a list for some volumes only would misalign
+    return mixed if all(p.attributes for p in parts) else replace(mixed, attributes=[])
 
 
 class VisionMemo:
@@ -81,11 +101,15 @@ class VisionMemo:
             # longer fit the CPU caches and cost noticeably more per volume than at 2.
             for lo in range(0, len(missing), self.chunk):
                 part = slice(lo, lo + self.chunk)
+                # as one study of these regions: a candidate scorer (`question_slots`
+                # "head") reads each volume's region
+                one_study = lambda x: x.transpose(0, 1)  # noqa: E731
                 with autocast:
                     out = model.vision(
-                        cts[part].to(dev, torch.float32),
-                        pets[part].to(dev, torch.float32),
-                        zs[part].to(dev),
+                        one_study(cts[part]).to(dev, torch.float32),
+                        one_study(pets[part]).to(dev, torch.float32),
+                        one_study(zs[part]).to(dev),
+                        [keys[i][1] for i in missing[part]],
                     )
                     if self.on_encoded is not None and out.dense is not None:
                         chosen = missing[part]

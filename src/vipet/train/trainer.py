@@ -77,7 +77,7 @@ from vipet.train.losses import (
     focal_tversky_from_counts,
     voxels_per_token,
 )
-from vipet.train.memo import VisionMemo
+from vipet.train.memo import VisionMemo, slots_by_task
 
 CHECKPOINT = "checkpoint"
 METRICS = "metrics.jsonl"
@@ -209,6 +209,12 @@ class State:
     peak_book: Any = None
     """The candidate scorer's examples of the training volumes the memo encodes
     (`vipet.inference.rescore.PeakBook`), with ``fit_scorer``."""
+    paths: tuple[Path, Path] | None = None
+    """The dataset root and the sample cache (the detector fitted for ``question_slots``
+    "head" reads the splits from them)."""
+    detector_fitted: bool = False
+    """Whether the candidate scorer and slot thresholds were fitted when the language
+    phase started (``question_slots`` "head"): then they are not refitted after training."""
     step: int = 0
     phase: str = "vision"
     """"vision" or "language": which loader ``epoch`` and ``position`` refer to."""
@@ -286,6 +292,11 @@ def setup(
     # memo converts what it computes): converting every item's volumes showed up in
     # profiles of the language steps.
     memoised = _memoises(cfg, d)
+    if cfg.question_slots == "head" and not memoised:
+        raise ConfigError(
+            "question_slots: head reads the memo's detections, and FSDP runs no memo: "
+            "use strategy ddp"
+        )
     dataset = partial(
         ViPetDataset,
         data_root,
@@ -347,6 +358,7 @@ def setup(
         vision_loader=vision_loader,
         vision_val_loader=vision_val_loader,
         phase="vision" if cfg.vision_steps else "language",
+        paths=(Path(data_root), Path(cache_dir)),
     )
 
 
@@ -473,6 +485,8 @@ def language_losses(
         slots = state.memo.teacher(
             raw, t | {k: batch[k] for k in ("study_id", "region")}, vision.grid
         )
+        if state.cfg.question_slots == "head" and vision.detections is not None:
+            slots = slots_by_task(batch, slots, vision.detections, ("report",))
     # "token" is the LM's own loss; any other reduction reads the logits
     own_loss = state.cfg.lm_reduction == "token"
     with _autocast(state):
@@ -789,7 +803,12 @@ def load_checkpoint(state: State, folder: Path) -> None:
         loose = StateDictOptions(full_state_dict=True, strict=False)
         set_optimizer_state_dict(state.raw_model, state.optimizer, optimizer, options=loose)
     else:
-        state.raw_model.load_state_dict(blob["model"])
+        weights = blob["model"]
+        if state.raw_model.candidate_scorer is None:
+            # a scorer fitted as the language phase started (question_slots "head") is
+            # fitted again from the same weights when this run enters that phase
+            weights = {k: v for k, v in weights.items() if not k.startswith("candidate_scorer.")}
+        state.raw_model.load_state_dict(weights)
         state.optimizer.load_state_dict(blob["optimizer"])
     state.scheduler.load_state_dict(blob["scheduler"])
     state.scaler.load_state_dict(blob["scaler"])
@@ -837,12 +856,42 @@ def enter_language_phase(state: State) -> None:
     # of times (a volume new on one rank is memoised on another). The frozen vision side
     # then runs inside every forward instead.
     if _memoises(cfg, state.dist):
+        if cfg.question_slots == "head":
+            _fit_detector(state)  # before the memo: its detections are the questions' slots
         state.peak_book = _peak_book(state)
         add = None if state.peak_book is None else partial(state.peak_book.add, state.raw_model)
         state.memo = VisionMemo(on_encoded=add)
     rank_print(
         state.dist, "language phase: vision side frozen; " + trainable_summary(state.raw_model)
     )
+
+
+def _fit_detector(state: State) -> None:
+    """``question_slots`` "head": fit the candidate scorer on the training split and
+    calibrate the slot thresholds on the validation split now, from the frozen vision
+    side (the main process, on a saved copy; the others wait), and give both to the
+    model — the memo's detections, which the questions are taught on, are then the
+    saved model's. A resumed run fits them again from the same weights."""
+    from vipet.model.checkpoint import load_vipet
+
+    cfg, d = state.cfg, state.dist
+    if state.paths is None:
+        raise ConfigError("question_slots: head needs the data and cache paths of the run")
+    folder = Path(cfg.out_dir) / "detector"
+    if d.main:
+        save_vipet(state.raw_model, state.tokenizer, folder)
+        _calibrate(cfg, folder, *state.paths, d)
+    _barrier(d)
+    fitted, _ = load_vipet(folder)
+    _barrier(d)
+    if d.main:
+        shutil.rmtree(folder, ignore_errors=True)  # scorer.json, calibration.json stay
+    raw = state.raw_model
+    if fitted.candidate_scorer is not None:
+        raw.candidate_scorer = fitted.candidate_scorer.to(d.device).eval().requires_grad_(False)
+    raw.config.candidate_scorer = fitted.config.candidate_scorer
+    raw.config.slot_thresholds = fitted.config.slot_thresholds
+    state.detector_fitted = True
 
 
 def _peak_book(state: State) -> Any:
@@ -852,6 +901,8 @@ def _peak_book(state: State) -> Any:
     encodes the split itself)."""
     cfg = state.cfg
     if not (cfg.fit_scorer and cfg.calibrate_slots and cfg.precision == "bf16"):
+        return None
+    if state.detector_fitted:  # fitted before the memo: nothing to collect
         return None
     from vipet.inference.rescore import PeakBook, study_lesions
 
@@ -1002,7 +1053,11 @@ def _fit(cfg, tokenizer, data_root, cache_dir, on_step, until, d: Dist) -> dict[
             rank_print(d, f"training curves: {plot_curves(metrics, title=out.name)}")
         if board is not None:
             board.close()
-        if cfg.calibrate_slots and state.raw_model.config.findings_slots:
+        if (
+            cfg.calibrate_slots
+            and state.raw_model.config.findings_slots
+            and not state.detector_fitted
+        ):
             _calibrate(cfg, model_dir, data_root, cache_dir, d, state.peak_book)
     _barrier(d)
     return {"step": state.step, "train": log, "val": val_log, "model": model_dir}
