@@ -145,3 +145,34 @@ def test_cli_evaluate_max_studies(dataset, tmp_path, capsys) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert {m["studies"] for m in metrics.values()} == {1}
     assert main([*args, "--max-studies", "0"]) != 0
+
+
+def test_baselines_answer_from_the_training_answers_to_each_question(dataset) -> None:
+    """Both baselines answer every test question without the image: "most_frequent" with
+    the commonest training answer to that question text (else to its kind), "random"
+    with one of those answers; closed accuracy is then scored for them."""
+    from collections import Counter
+
+    train = {sid: ground_truth(dataset, sid) for sid in split_ids(dataset, "train")}
+    by_text: dict[str, Counter] = {}
+    by_kind: dict[str, Counter] = {}
+    for sid in sorted(train):
+        for q in train[sid]["questions_vi"]:
+            by_text.setdefault(q["question"], Counter())[q["answer"]] += 1
+            by_kind.setdefault(q["kind"], Counter())[q["answer"]] += 1
+    rows = {r["id"]: r for r in baseline_predictions(dataset, "test", "vi", "most_frequent")}
+    drawn = {r["id"]: r for r in baseline_predictions(dataset, "test", "vi", "random")}
+    asked = 0
+    for sid in split_ids(dataset, "test"):
+        answers = {a["question"]: a["prediction"] for a in rows[sid]["answers"]}
+        random_answers = {a["question"]: a["prediction"] for a in drawn[sid]["answers"]}
+        for q in ground_truth(dataset, sid)["questions_vi"]:
+            pool = by_text.get(q["question"]) or by_kind[q["kind"]]
+            assert answers[q["question"]] == pool.most_common(1)[0][0]
+            assert random_answers[q["question"]] in pool
+            asked += 1
+    assert asked > 0
+    res = evaluate(list(rows.values()), dataset, "test", "vi", meteor=False)
+    assert 0.0 <= res["vqa"]["closed_accuracy"] <= 1.0
+    with pytest.raises(ValueError, match="unknown baseline"):
+        baseline_predictions(dataset, "test", "vi", "oracle")

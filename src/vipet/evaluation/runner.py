@@ -174,15 +174,62 @@ def vqa_items(
     return items
 
 
+def _blind_answers(
+    train: Mapping[str, dict], refs: Mapping[str, dict], kind: str, rng: np.random.Generator
+) -> dict[str, list[dict[str, str]]]:
+    """Answers to every question of ``refs`` without the image (VQA's question-only
+    baselines): the training split's answers to the same question text — its most frequent
+    one ("most_frequent") or one drawn from them ("random"); a question never asked in
+    training takes the answers of its kind. Why: the questions carry priors ("is there a
+    lymph node in the chest?" is more often yes than "is there wall thickening?"), and a
+    model's closed accuracy means something only above what those priors give."""
+    by_text: dict[str, list[str]] = {}
+    by_kind: dict[str, list[str]] = {}
+    for sid in sorted(train):
+        for q in train[sid]["questions"]:
+            by_text.setdefault(q["question"], []).append(q["answer"])
+            by_kind.setdefault(q["kind"], []).append(q["answer"])
+    out = {}
+    for sid in sorted(refs):
+        answers = []
+        for q in refs[sid]["questions"]:
+            pool = by_text.get(q["question"]) or by_kind.get(q["kind"])
+            if not pool:
+                continue
+            if kind == "most_frequent":
+                # ties go to the answer seen first (sorted studies): deterministic
+                answer = Counter(pool).most_common(1)[0][0]
+            else:
+                answer = pool[int(rng.integers(len(pool)))]
+            answers.append({"question": q["question"], "prediction": answer})
+        out[sid] = answers
+    return out
+
+
 def baseline_predictions(
     data: str | Path, split: str, lang: str, kind: str, seed: int = 0
 ) -> list[dict[str, Any]]:
-    """Predictions of a built-in baseline: "most_frequent" or "random" training report."""
+    """Predictions of a built-in baseline: "most_frequent" or "random" training report,
+    and the questions answered the same way from the training answers to each question
+    (`_blind_answers`)."""
+    if kind not in BASELINES:
+        raise ValueError(f"unknown baseline {kind!r}; choose from {list(BASELINES)}")
     data = Path(data)
     train = references(data, split_ids(data, "train"), lang)
     if not train:
         raise InputError("the dataset has no train split to draw baseline reports from", data)
     ids = split_ids(data, split)
+    answers = _blind_answers(train, references(data, ids, lang), kind, np.random.default_rng(seed))
+    return [
+        {**row, "answers": answers[row["id"]]}
+        for row in _baseline_reports(train, ids, lang, kind, seed)
+    ]
+
+
+def _baseline_reports(
+    train: Mapping[str, dict], ids: Sequence[str], lang: str, kind: str, seed: int
+) -> list[dict[str, Any]]:
+    """The baseline's report rows: one training report for every study."""
     if kind == "most_frequent":
         signature = {
             sid: tuple(
@@ -196,14 +243,12 @@ def baseline_predictions(
         common, _ = Counter(signature.values()).most_common(1)[0]
         chosen = next(sid for sid in sorted(train) if signature[sid] == common)
         return [{"id": sid, "lang": lang, "report": train[chosen]["report"]} for sid in ids]
-    if kind == "random":
-        rng = np.random.default_rng(seed)
-        pool = sorted(train)
-        return [
-            {"id": sid, "lang": lang, "report": train[pool[rng.integers(len(pool))]]["report"]}
-            for sid in ids
-        ]
-    raise ValueError(f"unknown baseline {kind!r}; choose from ['most_frequent', 'random']")
+    rng = np.random.default_rng(seed)  # "random"
+    pool = sorted(train)
+    return [
+        {"id": sid, "lang": lang, "report": train[pool[rng.integers(len(pool))]]["report"]}
+        for sid in ids
+    ]
 
 
 BASELINES = ("most_frequent", "random")
