@@ -34,7 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +47,16 @@ from vipet.reports.schema import Lesion
 KINDS = ("type_in_region", "avid", "normal")
 
 
-def slot_lesions(model_dir: Path, data: Path, cache: Path, split: str) -> dict[str, list[Lesion]]:
-    """Per study, the findings the model's head puts in its slots."""
+def slot_lesions(
+    model_dir: Path, data: Path, cache: Path, split: str, loaded: tuple[Any, Any] | None = None
+) -> dict[str, list[Lesion]]:
+    """Per study, the findings the model's head puts in its slots (``loaded``: the model
+    and its tokenizer, when already loaded)."""
     from vipet.evaluation.detector import candidates, load_slot_model_split, select
 
-    model, _, ds, ids, _ = load_slot_model_split(model_dir, data, cache, split, task="read")
+    model, _, ds, ids, _ = load_slot_model_split(
+        model_dir, data, cache, split, loaded=loaded, task="read"
+    )
     found = candidates(model, ds, ids, floor=0.1)
     cfg = model.config
     chosen = select(found, cfg.slot_threshold, cfg.findings_slots, cfg.slot_thresholds)
@@ -79,6 +84,19 @@ def report_lesions(rows: Sequence[Mapping[str, Any]], lang: str) -> dict[str, li
         r["id"]: [e.to_lesion(i) for i, e in enumerate(extract_findings(r["report"], lang))]
         for r in rows
     }
+
+
+def closed_questions(
+    data: Path, studies: Iterable[str], lang: str
+) -> Iterator[tuple[str, Mapping[str, Any], dict[int, Mapping]]]:
+    """``(study, question, the study's lesions by id)`` for every yes/no question of
+    `KINDS` the studies have."""
+    for sid in studies:
+        gt = ground_truth(data, sid)
+        truth = {int(les["id"]): les for les in gt.get("lesions") or []}
+        for qa in gt.get(f"questions_{lang}") or []:
+            if qa["kind"] in KINDS:
+                yield sid, qa, truth
 
 
 def read_answer(
@@ -114,13 +132,9 @@ def answer_rates(
     stands). The answer rates of the training split's own slots are what a language
     model taught on them can learn (`TrainConfig.question_slots` "head")."""
     tally: dict[tuple, Counter[bool]] = {}
-    for sid, lesions in lists.items():
-        gt = ground_truth(data, sid)
-        truth = {int(les["id"]): les for les in gt.get("lesions") or []}
-        for qa in gt.get(f"questions_{lang}") or []:
-            if qa["kind"] in KINDS:
-                key = evidence(qa, read_answer(qa, lesions, truth, table), truth, table)
-                tally.setdefault(key, Counter())[bool(parse_yes_no(qa["answer"]))] += 1
+    for sid, qa, truth in closed_questions(data, lists, lang):
+        key = evidence(qa, read_answer(qa, lists[sid], truth, table), truth, table)
+        tally.setdefault(key, Counter())[bool(parse_yes_no(qa["answer"]))] += 1
     return {k: c[True] > c[False] for k, c in tally.items() if c[True] != c[False]}
 
 
@@ -148,8 +162,12 @@ def main() -> None:
 
     sources: dict[str, dict[str, list[Lesion]]] = {}
     answers: dict[str, dict[str, str]] = {}
+    loaded = None
     if args.model is not None:
-        sources["slots"] = slot_lesions(args.model, args.data, args.cache, args.split)
+        from vipet.model.checkpoint import load_vipet
+
+        loaded = load_vipet(args.model)
+        sources["slots"] = slot_lesions(args.model, args.data, args.cache, args.split, loaded)
     if args.predictions is not None:
         rows = [json.loads(line) for line in args.predictions.read_text().splitlines() if line]
         sources["report"] = report_lesions(rows, args.lang)
@@ -158,35 +176,28 @@ def main() -> None:
     table = type_questions(args.lang)
     rates = None
     if args.rates_from:
-        fit = slot_lesions(args.model, args.data, args.cache, args.rates_from)
+        fit = slot_lesions(args.model, args.data, args.cache, args.rates_from, loaded)
         rates = answer_rates(args.data, fit, args.lang, table)
 
     right: Counter[tuple[str, str]] = Counter()
     wrong: Counter[tuple[str, str, bool]] = Counter()  # (kind, column, reference answer)
     asked: Counter[str] = Counter()
     agree: Counter[tuple[str, bool, bool]] = Counter()  # (kind, LM = report reader, LM right)
-    for sid in studies:
-        gt = ground_truth(args.data, sid)
-        truth = {int(les["id"]): les for les in gt.get("lesions") or []}
-        for qa in gt.get(f"questions_{args.lang}") or []:
-            if qa["kind"] not in KINDS:
-                continue
-            ref = parse_yes_no(qa["answer"])
-            asked[qa["kind"]] += 1
-            read = {}
-            for name, lists in sources.items():
-                read[name] = read_answer(qa, lists[sid], truth, table)
-            if rates is not None:
-                key = evidence(qa, read["slots"], truth, table)
-                read["rates"] = rates.get(key, read["slots"])
-            for name, answer in read.items():
-                right[(qa["kind"], name)] += answer == ref
-                wrong[(qa["kind"], name, bool(ref))] += answer != ref
-            if answers:
-                lm = parse_yes_no(answers[sid].get(qa["question"], ""))
-                right[(qa["kind"], "LM")] += lm == ref
-                wrong[(qa["kind"], "LM", bool(ref))] += lm != ref
-                agree[(qa["kind"], lm == read["report"], lm == ref)] += 1
+    for sid, qa, truth in closed_questions(args.data, studies, args.lang):
+        ref = parse_yes_no(qa["answer"])
+        asked[qa["kind"]] += 1
+        read = {name: read_answer(qa, lists[sid], truth, table) for name, lists in sources.items()}
+        if rates is not None:
+            key = evidence(qa, read["slots"], truth, table)
+            read["rates"] = rates.get(key, read["slots"])
+        for name, answer in read.items():
+            right[(qa["kind"], name)] += answer == ref
+            wrong[(qa["kind"], name, bool(ref))] += answer != ref
+        if answers:
+            lm = parse_yes_no(answers[sid].get(qa["question"], ""))
+            right[(qa["kind"], "LM")] += lm == ref
+            wrong[(qa["kind"], "LM", bool(ref))] += lm != ref
+            agree[(qa["kind"], lm == read["report"], lm == ref)] += 1
 
     columns = [*sources, *(["rates"] if rates is not None else []), *(["LM"] if answers else [])]
     head = {

@@ -101,6 +101,7 @@ class VisionMemo:
             # longer fit the CPU caches and cost noticeably more per volume than at 2.
             for lo in range(0, len(missing), self.chunk):
                 part = slice(lo, lo + self.chunk)
+                chosen = missing[part]
                 # as one study of these regions: a candidate scorer (`question_slots`
                 # "head") reads each volume's region
                 one_study = lambda x: x.transpose(0, 1)  # noqa: E731
@@ -109,10 +110,9 @@ class VisionMemo:
                         one_study(cts[part]).to(dev, torch.float32),
                         one_study(pets[part]).to(dev, torch.float32),
                         one_study(zs[part]).to(dev),
-                        [keys[i][1] for i in missing[part]],
+                        [keys[i][1] for i in chosen],
                     )
                     if self.on_encoded is not None and out.dense is not None:
-                        chosen = missing[part]
                         ids = batch["lesion_ids"].reshape(-1, *batch["lesion_ids"].shape[2:])
                         self.on_encoded(
                             [keys[i] for i in chosen],
@@ -123,7 +123,7 @@ class VisionMemo:
                             ids[chosen],
                         )
                 out.dense = None  # not kept: do not slice the voxel maps per volume
-                for j, i in enumerate(missing[part]):
+                for j, i in enumerate(chosen):
                     one = out.select([j])
                     self._store[keys[i]] = VisionOutput(
                         one.fused.to(torch.bfloat16),

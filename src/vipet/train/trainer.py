@@ -200,6 +200,9 @@ class State:
     loader: DataLoader
     val_loader: DataLoader | None
     scaler: torch.amp.GradScaler
+    paths: tuple[Path, Path]
+    """The dataset root and the sample cache (the detector fitted for ``question_slots``
+    "head" reads the splits from them)."""
     vision_sampler: ShardedBatches | None = None
     vision_loader: DataLoader | None = None
     """Crops of the training volumes for the vision phase (None without one)."""
@@ -209,12 +212,6 @@ class State:
     peak_book: Any = None
     """The candidate scorer's examples of the training volumes the memo encodes
     (`vipet.inference.rescore.PeakBook`), with ``fit_scorer``."""
-    paths: tuple[Path, Path] | None = None
-    """The dataset root and the sample cache (the detector fitted for ``question_slots``
-    "head" reads the splits from them)."""
-    detector_fitted: bool = False
-    """Whether the candidate scorer and slot thresholds were fitted when the language
-    phase started (``question_slots`` "head"): then they are not refitted after training."""
     step: int = 0
     phase: str = "vision"
     """"vision" or "language": which loader ``epoch`` and ``position`` refer to."""
@@ -354,11 +351,11 @@ def setup(
         loader=_loader(train, sampler, o.seed),
         val_loader=val_loader,
         scaler=scaler,
+        paths=(Path(data_root), Path(cache_dir)),
         vision_sampler=vision_sampler,
         vision_loader=vision_loader,
         vision_val_loader=vision_val_loader,
         phase="vision" if cfg.vision_steps else "language",
-        paths=(Path(data_root), Path(cache_dir)),
     )
 
 
@@ -875,8 +872,6 @@ def _fit_detector(state: State) -> None:
     from vipet.model.checkpoint import load_vipet
 
     cfg, d = state.cfg, state.dist
-    if state.paths is None:
-        raise ConfigError("question_slots: head needs the data and cache paths of the run")
     folder = Path(cfg.out_dir) / "detector"
     if d.main:
         save_vipet(state.raw_model, state.tokenizer, folder)
@@ -891,7 +886,13 @@ def _fit_detector(state: State) -> None:
         raw.candidate_scorer = fitted.candidate_scorer.to(d.device).eval().requires_grad_(False)
     raw.config.candidate_scorer = fitted.config.candidate_scorer
     raw.config.slot_thresholds = fitted.config.slot_thresholds
-    state.detector_fitted = True
+
+
+def _detector_fitted(state: State) -> bool:
+    """Whether the scorer and thresholds were fitted as the language phase started
+    (``question_slots`` "head", `_fit_detector`): then they are not fitted again after
+    training. A run that ends before its language phase still fits them at the end."""
+    return state.cfg.question_slots == "head" and state.memo is not None
 
 
 def _peak_book(state: State) -> Any:
@@ -902,7 +903,7 @@ def _peak_book(state: State) -> Any:
     cfg = state.cfg
     if not (cfg.fit_scorer and cfg.calibrate_slots and cfg.precision == "bf16"):
         return None
-    if state.detector_fitted:  # fitted before the memo: nothing to collect
+    if cfg.question_slots == "head":  # fitted before the memo: nothing to collect
         return None
     from vipet.inference.rescore import PeakBook, study_lesions
 
@@ -1056,7 +1057,7 @@ def _fit(cfg, tokenizer, data_root, cache_dir, on_step, until, d: Dist) -> dict[
         if (
             cfg.calibrate_slots
             and state.raw_model.config.findings_slots
-            and not state.detector_fitted
+            and not _detector_fitted(state)
         ):
             _calibrate(cfg, model_dir, data_root, cache_dir, d, state.peak_book)
     _barrier(d)
