@@ -552,17 +552,26 @@ def calibrate(
             "then tune the thresholds on its scores.",
         ),
     ] = False,
+    fit_yes_no: Annotated[
+        bool,
+        typer.Option(
+            "--fit-yes-no",
+            help="Last, fit the yes/no head on the train split under the calibrated "
+            "detections (saves the model).",
+        ),
+    ] = False,
 ) -> None:
     """Tune the finding slots' threshold per lesion class (type x avidity) on the
     validation split, and store them in the model's config.json (no weight changes);
-    with --fit-scorer, fit the second look at every heatmap peak first."""
+    with --fit-scorer, fit the second look at every heatmap peak first; with
+    --fit-yes-no, fit the yes/no head last."""
     from vipet.inference.calibrate import calibrate_model, calibration_table
     from vipet.model.checkpoint import load_vipet
 
     if split == "test":
         raise ConfigError("calibrate on the validation (or train) split, never on test")
-    if fit_scorer and not write:
-        raise ConfigError("--fit-scorer saves the model: it cannot be a --dry-run")
+    if (fit_scorer or fit_yes_no) and not write:
+        raise ConfigError("--fit-scorer and --fit-yes-no save the model: not with --dry-run")
     loaded = load_vipet(checkpoint)  # refuses a folder that is no model, before any cache work
     grid = loaded[0].config.ct_encoder_settings.image_size
     cache = _ensure_cache(data, cache or checkpoint.parent / "cache", grid, workers)
@@ -575,6 +584,10 @@ def calibrate(
         checkpoint, data, cache, split, min_support=min_support, write=write, loaded=loaded
     )
     typer.echo(calibration_table(result))
+    if fit_yes_no:
+        from vipet.inference.yes_no import fit_yes_no_model, yes_no_table
+
+        typer.echo(yes_no_table(fit_yes_no_model(checkpoint, data, cache, loaded=loaded)))
     typer.echo(f"wrote {checkpoint / 'config.json'}" if write else "dry run: nothing written")
 
 

@@ -20,7 +20,7 @@ from vipet.model.candidate_scorer import (
 )
 from vipet.model.config import ViPetConfig
 from vipet.model.diag_head import OUTPUTS, DenseFindings
-from vipet.model.findings_slots import detect, scorer_inputs
+from vipet.model.findings_slots import detect, detections_from_peaks, scorer_inputs
 from vipet.reports.schema import LESION_TYPES, REGIONS
 
 
@@ -127,6 +127,31 @@ def test_detect_ranks_and_names_peaks_by_the_scorer() -> None:
         detect(dense, pet, grid, 4, 0.3, scorer=_Says(probs))
     ((voxels, x),) = scorer_inputs(dense, pet, ct, [1])
     assert voxels.tolist() == [[1, 2, 2], [2, 6, 6]] and x.shape == (2, N_FEATURES)
+
+
+def test_slots_rebuilt_from_kept_peaks_are_detects() -> None:
+    """`detections_from_peaks` on the peaks `scorer_inputs` kept (with the head's readout
+    at each) gives what `detect` gives from the maps, under any scorer and thresholds."""
+    torch.manual_seed(0)
+    maps = {k: torch.randn((2, n, 4, 8, 8) if n > 1 else (2, 4, 8, 8)) for k, n in OUTPUTS.items()}
+    maps["heat"] = maps["heat"] * 2
+    dense = DenseFindings(**maps)
+    pet, ct = torch.rand(2, 4, 16, 16), torch.rand(2, 4, 16, 16)
+    zones = torch.tensor([[0.0, 4.0], [1.0, 3.0]])
+    kept = scorer_inputs(dense, pet, ct, [0, 1], zones, with_reads=True)
+    scorer = CandidateScorer(ScorerConfig(members=2, hidden=8)).eval()
+    table = torch.full((len(LESION_TYPES), 2), 0.3)
+    table[:, 1] = 0.2
+    for thresholds in (None, table):
+        want = detect(
+            dense, pet, (2, 2, 2), 3, 0.3, zones, "log", 30.0, thresholds, ct, [0, 1], scorer
+        )
+        got = detections_from_peaks(
+            [(peaks, x) for _, x, peaks in kept], scorer, 3, 0.3, thresholds, (4, 8, 8), (2, 2, 2)
+        )
+        assert got.attributes == want.attributes and any(got.attributes)
+        for name in ("features", "filled", "rows", "scores", "voxels"):
+            assert torch.equal(getattr(got, name), getattr(want, name)), name
 
 
 def test_config_and_save_load_round_trip(tmp_path) -> None:

@@ -617,13 +617,61 @@ def test_fit_scorer_after_training(tok, data, tmp_path, capsys) -> None:
     assert (out / "calibration.json").is_file()
     args = ["calibrate", "--checkpoint", str(out / "model"), "--data", str(data[0])]
     assert main([*args, "--cache", str(data[1]), "--fit-scorer", "--dry-run"]) == 1
-    assert "cannot be a --dry-run" in capsys.readouterr().err
+    assert "not with --dry-run" in capsys.readouterr().err
     assert main([*args, "--cache", str(data[1]), "--fit-scorer"]) == 0
     assert "candidate scorer:" in capsys.readouterr().out
     with pytest.raises(ValueError, match="fit_scorer needs calibrate_slots"):
         _cfg(out, fit_scorer=True)
     with pytest.raises(ValueError, match="fit_scorer must be true or false"):
         _cfg(out, fit_scorer="yes", calibrate_slots=True)
+
+
+def test_fit_yes_no_last_reads_the_memo_and_the_peak_book(tok, data, tmp_path, capsys) -> None:
+    """fit_yes_no fits the yes/no head last, on the training split's bare yes/no answers
+    under the saved model's own detections. The studies the language phase's memo holds
+    come from it, their slots rebuilt from the scorer's peak book: the slots and the
+    visual tokens of encoding them again. The command fits it on a saved model too."""
+    from vipet.cli import main
+    from vipet.evaluation.detector import load_split
+    from vipet.inference.predictor import Predictor
+    from vipet.inference.yes_no import memo_contexts
+
+    out = tmp_path / "yes_no"
+    cfg = _cfg(
+        out,
+        max_steps=5,
+        vision_steps=1,
+        loss=FINDINGS,
+        calibrate_slots=True,
+        fit_scorer=True,
+        fit_yes_no=True,
+        precision="bf16",
+    )
+    states: list = []
+    fit(cfg, tok, *data, on_step=lambda s, _: states.append(s))
+    assert "yes/no head fitted on train" in capsys.readouterr().out
+    record = json.loads((out / "yes_no.json").read_text())
+    assert set(record) == {"en"} and record["en"]["examples"] > 0  # DataConfig langs: en
+    model, tok2 = load_vipet(out / "model")
+    assert model.yes_no_head is not None and model.config.yes_no_head["langs"] == ["en"]
+    assert model.candidate_scorer is not None
+    contexts = memo_contexts(model, states[-1].memo, states[-1].peak_book)
+    ds, ids, _ = load_split(data[0], data[1], "train", model, tok2)
+    p = Predictor(model, tok2)
+    held = [sid for sid in ids if contexts(sid) is not None]
+    assert held  # the language steps' studies
+    for sid in held:
+        fast, samples = contexts(sid), ds._samples(sid)
+        slow = p.encode_samples(sid, [samples[r] for r in model.config.regions])
+        assert fast.visual.detections.attributes == slow.visual.detections.attributes
+        torch.testing.assert_close(fast.visual.tokens, slow.visual.tokens, rtol=0, atol=2e-2)
+    args = ["calibrate", "--checkpoint", str(out / "model"), "--data", str(data[0])]
+    assert main([*args, "--cache", str(data[1]), "--fit-yes-no", "--dry-run"]) == 1
+    assert "not with --dry-run" in capsys.readouterr().err
+    assert main([*args, "--cache", str(data[1]), "--fit-yes-no"]) == 0
+    assert "bare yes/no answers" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="fit_yes_no must be true or false"):
+        _cfg(out, fit_yes_no="yes")
 
 
 def test_question_slots_head_fits_the_detector_as_the_language_phase_starts(

@@ -165,14 +165,51 @@ class Predictor:
         region: str | None = None,
         history: Sequence[tuple[str, str]] = (),
         max_new_tokens: int = 32,
+        yes_no_head: bool = True,
     ) -> str:
+        """The model's answer to ``question``. When the LM answers a bare "yes" or "no"
+        word of ``lang`` and the model has a fitted yes/no head for it
+        (`vipet.model.yes_no_head`), the head decides which; ``yes_no_head`` False: the
+        LM's own word stands."""
         n = self.model.visual_tokens_per_region
         visual = ctx.visual if region is None else ctx.region_visual(region)
-        return self._generate(
-            question_prompt(lang, question, n, region=region, history=list(history)),
-            visual,
-            max_new_tokens,
+        messages = question_prompt(lang, question, n, region=region, history=list(history))
+        ids, new = self.generate_ids(messages, visual, max_new_tokens)
+        answer = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+        head = self.model.yes_no_head if yes_no_head else None
+        words = None if head is None else head.words(lang)
+        if words is None or answer not in words:
+            return answer
+        logit = head.logit(self._answer_state(ids, visual)[0], lang)  # type: ignore[union-attr]
+        return words[0] if float(logit) > 0 else words[1]
+
+    @torch.no_grad()
+    def answer_state(
+        self,
+        ctx: StudyContext,
+        question: str,
+        lang: str = "vi",
+        region: str | None = None,
+        history: Sequence[tuple[str, str]] = (),
+        logits: bool = False,
+    ) -> Any:
+        """The LM's last hidden state ``(hidden,)`` where its answer to ``question``
+        begins: what the yes/no head reads. ``logits``: with the LM's next-token logits
+        ``(vocab,)`` there, as ``(state, logits)``."""
+        n = self.model.visual_tokens_per_region
+        visual = ctx.visual if region is None else ctx.region_visual(region)
+        messages = question_prompt(lang, question, n, region=region, history=list(history))
+        ids = torch.tensor([build_inference(self.tokenizer, messages)["input_ids"]])
+        state, next_logits = self._answer_state(ids, visual)
+        return (state, next_logits) if logits else state
+
+    def _answer_state(
+        self, ids: torch.Tensor, visual: VisualFeatures
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model.language_model(
+            inputs_embeds=self.model.embed(ids, visual), output_hidden_states=True
         )
+        return out.hidden_states[-1][0, -1].float(), out.logits[0, -1].float()
 
 
 def predict_dataset(

@@ -79,6 +79,9 @@ class PeakBook:
     def __init__(self, lesions: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> None:
         self.lesions = lesions
         self._book: dict[tuple[str, str], tuple[torch.Tensor, list[int]]] = {}
+        # each peak with the head's readout there: the slots of a volume under a scorer
+        # fitted later (`detections`)
+        self._peaks: dict[tuple[str, str], list[tuple[tuple[int, int, int], tuple]]] = {}
 
     def __len__(self) -> int:
         return len(self._book)
@@ -115,12 +118,40 @@ class PeakBook:
             zones,
             model.config.pet_scaling,
             model.config.pet_vmax,
+            with_reads=True,
         )
         stride = [n // m for n, m in zip(ct.shape[1:], dense.heat.shape[1:], strict=True)]
-        for (study, region), ids_map, (voxels, x) in zip(keys, lesion_ids, found, strict=True):
+        for (study, region), ids_map, (voxels, x, peaks) in zip(
+            keys, lesion_ids, found, strict=True
+        ):
             head = F.max_pool3d(ids_map[None, None].float(), stride, stride)[0, 0].long()
             labels = peak_labels(voxels, head, self.lesions.get(study, {}), region)
             self._book[(study, region)] = (x.float().cpu(), labels)
+            self._peaks[(study, region)] = peaks
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._peaks
+
+    def detections(
+        self, model: Any, keys: Sequence[tuple[str, str]], token_grid: tuple[int, int, int]
+    ) -> Any:
+        """The slots ``model`` (with its fitted scorer and thresholds) gives the volumes
+        ``keys`` added here, without their maps (`detections_from_peaks`; ``token_grid``:
+        the encoder's, `VisionOutput.grid`): what the saved model detects on the training
+        volumes, for a fit after the scorer's (`vipet.inference.yes_no`)."""
+        from vipet.model.findings_slots import detections_from_peaks
+
+        if model.candidate_scorer is None:
+            raise ValueError("the book's volumes are rebuilt with a fitted candidate scorer")
+        return detections_from_peaks(
+            [(self._peaks[k], self._book[k][0]) for k in keys],
+            model.candidate_scorer,
+            model.config.findings_slots,
+            model.config.slot_threshold,
+            model._class_thresholds(),
+            model.head_shape,
+            token_grid,
+        )
 
     def examples(
         self, model: Any, dataset: Any, ids: Sequence[str], progress: bool = True

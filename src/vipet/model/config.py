@@ -20,6 +20,7 @@ from vipet.model.diag_head import AVIDITY, DiagHeadConfig
 from vipet.model.encoder3d import EncoderConfig
 from vipet.model.fusion import FUSIONS, FusionConfig
 from vipet.model.projector import ProjectorConfig
+from vipet.model.yes_no_head import YesNoConfig
 from vipet.reports.schema import LESION_TYPES
 
 # A tiny Llama-style decoder: trains on a laptop CPU (see configs/ for real LMs).
@@ -84,6 +85,9 @@ class ViPetConfig(PreTrainedConfig):
     """Settings of the fitted second look at every heatmap peak
     (`vipet.model.candidate_scorer.ScorerConfig`); None: peaks are ranked by their heat.
     Set by `vipet.inference.rescore` when it fits the scorer on a trained model."""
+    yes_no_head: dict | None = None
+    """Settings of the fitted yes/no head (`vipet.model.yes_no_head.YesNoConfig`); None:
+    the LM's own yes or no stands. Set by `vipet.inference.yes_no` after training."""
     pet_scaling: str = "log"
     """How the preprocessing scaled PET to [0, 1] ("log" or "linear", `pet.scaling`), so
     a detection's SUVmax can be read back from the model's input."""
@@ -158,6 +162,8 @@ class ViPetConfig(PreTrainedConfig):
                     "candidate_scorer rescores the finding slots' peaks: set findings_slots"
                 )
             self.candidate_scorer = ScorerConfig.from_dict(self.candidate_scorer).to_dict()
+        if self.yes_no_head is not None:
+            self.yes_no_head = YesNoConfig.from_dict(self.yes_no_head).to_dict()
         if self.pet_scaling not in ("log", "linear") or not self.pet_vmax > 0:
             raise ValueError(
                 f"pet_scaling must be 'log' or 'linear' and pet_vmax > 0, got "
@@ -185,6 +191,10 @@ class ViPetConfig(PreTrainedConfig):
                 raise ValueError(f"slot_thresholds[{key!r}] must be in (0, 1], got {value!r}")
             table[LESION_TYPES.index(kind)][AVIDITY.index(avidity)] = float(value)
         return table
+
+    @property
+    def yes_no_head_settings(self) -> YesNoConfig | None:
+        return None if self.yes_no_head is None else YesNoConfig.from_dict(self.yes_no_head)
 
     @property
     def candidate_scorer_settings(self) -> ScorerConfig | None:

@@ -221,7 +221,6 @@ def detect(
     peak = (heat == F.max_pool3d(heat[:, None], 3, 1, 1)[:, 0]) & (heat > floor)
     seg = dense.lesion > 0  # sigmoid > 0.5
     scale = [pet.shape[1 + i] // s for i, s in enumerate((d0, h0, w0))]
-    cell = [s // g for s, g in zip((d0, h0, w0), token_grid, strict=True)]
     n_tokens = math.prod(token_grid)
     out = _empty(b, slots, n_tokens, heat.device)
     for i in range(b):
@@ -238,61 +237,134 @@ def detect(
         if scorer is not None:
             found = found[:MAX_CANDIDATES]
             peaks, feats = _peak_reads(dense, seg, pet, ct, i, found, int(regions[i]), read)
-            with torch.autocast(heat.device.type, enabled=False):  # fitted in float32
-                probs = scorer(feats.to(heat.device).float())
-            kind = probs[:, 1:].argmax(dim=1) + 1
-            rescored = (1 - probs[:, 0]).tolist()
-            candidates = []
-            for (vox, r), p, c in zip(peaks, rescored, kind.tolist(), strict=True):
-                t_name, a = class_name(int(c))
-                candidates.append((vox, p, (LESION_TYPES.index(t_name), float(a), *r[2:])))
-            candidates.sort(key=lambda c: -c[1])
+            candidates = scored_candidates(peaks, feats, scorer)
         else:
             candidates = [(tuple(v), float(heat[i][tuple(v)]), None) for v in found.tolist()]
-        rows = []
-        once: set[tuple[int, int]] = set()  # (type, side) of the ONE_PER_SIDE kept
-        for (z, y, x), p, attrs in candidates:
-            if len(rows) == slots:
-                break
-            if attrs is None:  # read at the peaks only: pooling every map costs more
-                t, avid = _read_class(dense, i, (z, y, x))
-            else:
-                t, avid = attrs[0], attrs[1]
-            bar = (
-                threshold
-                if class_thresholds is None
-                else float(class_thresholds[t, 0 if avid > 0.5 else 1])
-            )
-            if not p > bar:
+        _fill_slots(
+            out,
+            i,
+            candidates,
+            slots,
+            threshold,
+            class_thresholds,
+            (d0, h0, w0),
+            token_grid,
+            partial(_read_class, dense, i),
+            read,
+        )
+    return out
+
+
+Candidate = tuple[tuple[int, int, int], float, "tuple | None"]
+"""A peak for the slots: its voxel, its score, and what is read there (None: read it
+from the maps when it is kept)."""
+
+
+@torch.no_grad()
+def scored_candidates(
+    peaks: Sequence[tuple[tuple[int, int, int], tuple]],
+    feats: torch.Tensor,
+    scorer: CandidateScorer,
+) -> list[Candidate]:
+    """The peaks of one volume (with what the head reads at each, `_peak_reads`) as the
+    scorer ranks them: score ``1 − P(background)``, type and avidity its likeliest
+    class, strongest first."""
+    if not len(peaks):
+        return []
+    with torch.autocast(feats.device.type, enabled=False):  # fitted in float32
+        probs = scorer(feats.float())
+    kind = probs[:, 1:].argmax(dim=1) + 1
+    rescored = (1 - probs[:, 0]).tolist()
+    candidates: list[Candidate] = []
+    for (vox, r), p, c in zip(peaks, rescored, kind.tolist(), strict=True):
+        t_name, a = class_name(int(c))
+        candidates.append((tuple(vox), p, (LESION_TYPES.index(t_name), float(a), *r[2:])))
+    candidates.sort(key=lambda c: -c[1])
+    return candidates
+
+
+def _fill_slots(
+    out: Detections,
+    i: int,
+    candidates: Sequence[Candidate],
+    slots: int,
+    threshold: float,
+    class_thresholds: torch.Tensor | None,
+    head_shape: tuple[int, int, int],
+    token_grid: tuple[int, int, int],
+    read_class: Callable[[tuple[int, int, int]], tuple[int, float]] | None = None,
+    read: Callable[[tuple[int, int, int]], tuple] | None = None,
+) -> None:
+    """Volume ``i`` of ``out``: the strongest ``candidates`` above their thresholds, at
+    most ``slots``, in report order. ``read_class``/``read``: the maps' readout at a
+    peak, for candidates that carry none."""
+    d0, h0, w0 = head_shape
+    cell = [s // g for s, g in zip(head_shape, token_grid, strict=True)]
+    rows = []
+    once: set[tuple[int, int]] = set()  # (type, side) of the ONE_PER_SIDE kept
+    for (z, y, x), p, attrs in candidates:
+        if len(rows) == slots:
+            break
+        if attrs is None:  # read at the peaks only: pooling every map costs more
+            assert read_class is not None and read is not None
+            t, avid = read_class((z, y, x))
+        else:
+            t, avid = attrs[0], attrs[1]
+        bar = (
+            threshold
+            if class_thresholds is None
+            else float(class_thresholds[t, 0 if avid > 0.5 else 1])
+        )
+        if not p > bar:
+            continue
+        _, _, f, s, size, suv = attrs if attrs is not None else read((z, y, x))  # type: ignore[misc]
+        if t in ONE_PER_SIDE:
+            if (t, s) in once:
                 continue
-            _, _, f, s, size, suv = attrs if attrs is not None else read((z, y, x))
-            if t in ONE_PER_SIDE:
-                if (t, s) in once:
-                    continue
-                once.add((t, s))
-            rows.append((_order_key(f, (z, y, x)), (z, y, x), t, avid > 0.5, f, s, suv, size, p))
-        rows.sort(key=lambda r: r[0])
-        described = []
-        for j, (_, vox, t, a, f, s, suv, size, p) in enumerate(rows):
-            pos = torch.tensor([(v + 0.5) / n for v, n in zip(vox, (d0, h0, w0), strict=True)])
-            out.features[i, j] = slot_features(
-                torch.tensor(t),
-                torch.tensor(a),
-                torch.tensor(f),
-                torch.tensor(s),
-                torch.tensor(suv),
-                torch.tensor(size),
-                pos,
-            )
-            out.filled[i, j] = True
-            tok = ((vox[0] // cell[0]) * token_grid[1] + vox[1] // cell[1]) * token_grid[2] + (
-                vox[2] // cell[2]
-            )
-            out.rows[i, j, tok] = 1.0
-            out.scores[i, j] = p
-            out.voxels[i, j] = torch.tensor(vox)
-            described.append({**_describe(t, a, f, s, suv, size), "score": round(p, 3)})
-        out.attributes.append(described)
+            once.add((t, s))
+        rows.append((_order_key(f, (z, y, x)), (z, y, x), t, avid > 0.5, f, s, suv, size, p))
+    rows.sort(key=lambda r: r[0])
+    described = []
+    for j, (_, vox, t, a, f, s, suv, size, p) in enumerate(rows):
+        pos = torch.tensor([(v + 0.5) / n for v, n in zip(vox, (d0, h0, w0), strict=True)])
+        out.features[i, j] = slot_features(
+            torch.tensor(t),
+            torch.tensor(a),
+            torch.tensor(f),
+            torch.tensor(s),
+            torch.tensor(suv),
+            torch.tensor(size),
+            pos,
+        )
+        out.filled[i, j] = True
+        tok = ((vox[0] // cell[0]) * token_grid[1] + vox[1] // cell[1]) * token_grid[2] + (
+            vox[2] // cell[2]
+        )
+        out.rows[i, j, tok] = 1.0
+        out.scores[i, j] = p
+        out.voxels[i, j] = torch.tensor(vox)
+        described.append({**_describe(t, a, f, s, suv, size), "score": round(p, 3)})
+    out.attributes.append(described)
+
+
+def detections_from_peaks(
+    volumes: Sequence[tuple[Sequence[tuple[tuple[int, int, int], tuple]], torch.Tensor]],
+    scorer: CandidateScorer,
+    slots: int,
+    threshold: float,
+    class_thresholds: torch.Tensor | None,
+    head_shape: tuple[int, int, int],
+    token_grid: tuple[int, int, int],
+) -> Detections:
+    """What `detect` with ``scorer`` gives for volumes whose maps are gone but whose
+    candidate peaks were kept: per volume its peaks with the head's readout at each, and
+    their scorer features (`scorer_inputs` with ``reads``). A scorer fitted, or
+    thresholds calibrated, after the maps were dropped then still gives each volume the
+    slots the saved model would (the training split's, `vipet.inference.yes_no`)."""
+    out = _empty(len(volumes), slots, math.prod(token_grid), torch.device("cpu"))
+    for i, (peaks, feats) in enumerate(volumes):
+        candidates = scored_candidates(peaks, feats, scorer)
+        _fill_slots(out, i, candidates, slots, threshold, class_thresholds, head_shape, token_grid)
     return out
 
 
@@ -345,23 +417,26 @@ def scorer_inputs(
     zones: torch.Tensor | None = None,
     pet_scaling: str = "log",
     pet_vmax: float = 30.0,
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    with_reads: bool = False,
+) -> list[tuple]:
     """Per volume, the candidates a scorer reads in `detect`: their voxels ``(N, 3)``
     on the head's grid (strongest heat first) and features ``(N, N_FEATURES)`` — what
-    `vipet.inference.rescore` fits the scorer on."""
+    `vipet.inference.rescore` fits the scorer on. ``with_reads``: a third item, each
+    peak with the head's readout there (`detections_from_peaks` rebuilds the slots from
+    it once the maps are gone)."""
     heat = torch.sigmoid(dense.heat.float())
     peak = (heat == F.max_pool3d(heat[:, None], 3, 1, 1)[:, 0]) & (heat > FLOOR)
     seg = dense.lesion > 0
     scale = [pet.shape[1 + i] // s for i, s in enumerate(heat.shape[1:])]
-    out = []
+    out: list[tuple] = []
     for i in range(heat.shape[0]):
         found = _sorted_peaks(heat[i], peak[i], None if zones is None else zones[i], pet.shape[1])
         found = found[:MAX_CANDIDATES]
         read = partial(
             _read_peak, dense, seg, pet, i, scale=scale, scaling=pet_scaling, vmax=pet_vmax
         )
-        _, feats = _peak_reads(dense, seg, pet, ct, i, found, int(regions[i]), read)
-        out.append((found, feats))
+        peaks, feats = _peak_reads(dense, seg, pet, ct, i, found, int(regions[i]), read)
+        out.append((found, feats, peaks) if with_reads else (found, feats))
     return out
 
 

@@ -41,6 +41,7 @@ from vipet.model.findings_slots import (
 from vipet.model.fusion import build_fusion
 from vipet.model.language import LoraSettings, apply_lora, build_language_model
 from vipet.model.projector import VisualProjector
+from vipet.model.yes_no_head import YesNoHead
 from vipet.reports.schema import REGIONS
 
 PARTS: tuple[str, ...] = (
@@ -154,6 +155,8 @@ class ViPetModel(PreTrainedModel):
         )
         scorer = config.candidate_scorer_settings
         self.candidate_scorer = None if scorer is None else CandidateScorer(scorer)
+        yes_no = config.yes_no_head_settings
+        self.yes_no_head = None if yes_no is None else YesNoHead(yes_no)
         lm = (
             language_model
             if language_model is not None

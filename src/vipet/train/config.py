@@ -167,6 +167,14 @@ class TrainConfig:
     the peaks the trained head gives on ``train_split`` (`vipet.inference.rescore`; the
     same as ``vipet calibrate --fit-scorer`` afterwards). Needs ``calibrate_slots``: the
     thresholds then apply to the scorer's output."""
+    fit_yes_no: bool = False
+    """Last, fit the yes/no head on ``train_split``: which of "yes" and "no" to answer,
+    read off the LM's state under the saved model's own detections
+    (`vipet.model.yes_no_head`, `vipet.inference.yes_no`; the same as ``vipet calibrate
+    --fit-yes-no`` afterwards). The language phase's memo and the scorer's peak book
+    give the training studies without encoding them again. Why: taught on perfect slots,
+    the LM answers as its slots say, and the head's slots miss most small lesions seen on
+    CT only (docs/training.md, run 27)."""
     eval_every: int = 0
     """Evaluate every this many optimizer steps (0: never)."""
     eval_batches: int = 0
@@ -236,6 +244,8 @@ class TrainConfig:
             raise ValueError("calibrate_slots tunes on the validation split: set val_split")
         if not isinstance(self.fit_scorer, bool):
             raise ValueError(f"fit_scorer must be true or false, got {self.fit_scorer!r}")
+        if not isinstance(self.fit_yes_no, bool):
+            raise ValueError(f"fit_yes_no must be true or false, got {self.fit_yes_no!r}")
         if self.fit_scorer and not self.calibrate_slots:
             raise ValueError(
                 "fit_scorer needs calibrate_slots: the thresholds are tuned on its scores"

@@ -86,6 +86,10 @@ class VisionMemo:
     def __len__(self) -> int:
         return len(self._store)
 
+    def get(self, key: tuple[str, str]) -> VisionOutput | None:
+        """The kept output of one volume ``(study, region)``, None when not seen."""
+        return self._store.get(key)
+
     @torch.no_grad()
     def vision(self, model: ViPetModel, batch: Mapping[str, Any], autocast: Any) -> VisionOutput:
         """The `VisionOutput` of ``batch``'s volumes (B·R of them), computing the ones

@@ -1060,8 +1060,46 @@ def _fit(cfg, tokenizer, data_root, cache_dir, on_step, until, d: Dist) -> dict[
             and not _detector_fitted(state)
         ):
             _calibrate(cfg, model_dir, data_root, cache_dir, d, state.peak_book)
+        if cfg.fit_yes_no:
+            _fit_yes_no(state, model_dir, data_root, cache_dir)
     _barrier(d)
     return {"step": state.step, "train": log, "val": val_log, "model": model_dir}
+
+
+def _fit_yes_no(state: State, model_dir: Path, data_root, cache_dir) -> None:
+    """The yes/no head of the saved model (its scorer and thresholds fitted), on the
+    training split; the studies from the memo and the scorer's peak book where they hold
+    them (`memo_contexts`), else encoded from the cache. The fit in
+    ``out_dir/yes_no.json``."""
+    from vipet.inference.yes_no import fit_yes_no_model, memo_contexts, yes_no_table
+    from vipet.model.checkpoint import load_vipet
+
+    cfg = state.cfg
+    loaded = load_vipet(model_dir)
+    contexts = None
+    if (
+        state.memo is not None
+        and state.peak_book is not None
+        and loaded[0].candidate_scorer is not None
+    ):
+        contexts = memo_contexts(loaded[0], state.memo, state.peak_book)
+    fit = fit_yes_no_model(
+        model_dir,
+        Path(data_root),
+        Path(cache_dir),
+        cfg.train_split,
+        loaded=loaded,
+        contexts=contexts,
+        dataset=state.loader.dataset,
+        langs=cfg.data.langs,
+    )
+    atomic_write_bytes(
+        Path(cfg.out_dir) / "yes_no.json", (json.dumps(fit.to_dict(), indent=2) + "\n").encode()
+    )
+    rank_print(
+        state.dist,
+        f"yes/no head fitted on {cfg.train_split}:\n{yes_no_table(fit, cfg.train_split)}",
+    )
 
 
 def _calibrate(

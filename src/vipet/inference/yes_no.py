@@ -1,0 +1,270 @@
+"""Fit a trained model's yes/no head (`vipet.model.yes_no_head`) on the training split.
+
+Every question of the split whose reference answer is a bare yes/no word of its
+language ("Có"/"Không", "Yes"/"No") is one example: the LM's last hidden state where its
+answer begins — the study encoded as the saved model encodes it at test time, with its
+own detections (candidate scorer and calibrated thresholds included) in the slots — and
+the reference answer. One L2-regularised logistic regression per language; its strength
+is chosen by cross-validation over studies (`fit_rows`). The network is not touched.
+
+In training (`TrainConfig.fit_yes_no`) the studies come from the language phase's memo
+and the scorer's peak book (`memo_contexts`): no volume is encoded again. Afterwards:
+
+    vipet calibrate --checkpoint runs/cpu-small/model --data DATA --cache CACHE --fit-yes-no
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from vipet.errors import InputError
+from vipet.reports.questions import YES_NO
+
+L2_GRID: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
+"""Penalties tried (on standardised states, per example); cross-validation picks one."""
+FOLDS: int = 5
+"""Cross-validation folds, by study (a study's questions share its slots)."""
+
+
+@dataclass(frozen=True)
+class YesNoQuestion:
+    study: str
+    lang: str
+    question: str
+    region: str | None
+    answer: bool
+
+
+def yes_no_questions(
+    data: Path, ids: Iterable[str], langs: Sequence[str] = tuple(YES_NO)
+) -> list[YesNoQuestion]:
+    """The questions of studies ``ids`` answered by a bare yes/no word of their language."""
+    from vipet.io.vipet_dataset import ground_truth
+
+    out = []
+    for sid in ids:
+        gt = ground_truth(data, sid)
+        for lang in langs:
+            yes, no = YES_NO[lang]
+            for q in gt.get(f"questions_{lang}") or []:
+                answer = str(q.get("answer", "")).strip()
+                if answer in (yes, no):
+                    out.append(
+                        YesNoQuestion(sid, lang, q["question"], q.get("region"), answer == yes)
+                    )
+    return out
+
+
+def _logistic(x: torch.Tensor, y: torch.Tensor, l2: float) -> tuple[torch.Tensor, float]:
+    """``(w, b)`` minimising mean BCE + ``l2``·|w|² on standardised ``x``, folded back so
+    that they apply to raw states."""
+    mu, sd = x.mean(0), x.std(0).clamp_min(1e-6)
+    z = (x - mu) / sd
+    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(z @ w + b, y) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    w_raw = w.detach() / sd
+    return w_raw, float(b.detach() - (w_raw * mu).sum())
+
+
+def _accuracy(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: float) -> float:
+    return float((((x @ w + b) > 0).double() == y).double().mean())
+
+
+@dataclass
+class RowFit:
+    examples: int
+    yes: int
+    l2: float
+    cv_accuracy: float
+    """Accuracy on held-out studies at the chosen ``l2`` (cross-validation)."""
+    train_accuracy: float
+    lm_accuracy: float
+    """The LM's own yes/no (its larger logit of the two words' first tokens) on the same
+    examples: what the head replaces."""
+
+
+def fit_rows(
+    states: torch.Tensor,
+    answers: torch.Tensor,
+    groups: Sequence[str],
+    grid: Sequence[float] = L2_GRID,
+    folds: int = FOLDS,
+) -> tuple[torch.Tensor, float, float, float]:
+    """``(w, b, l2, cv_accuracy)`` for one language: the penalty of ``grid`` with the best
+    accuracy on held-out studies (``groups``: each example's study; folds by study
+    order), then refitted on all examples."""
+    x, y = states.double(), answers.double()
+    studies = sorted(set(groups))
+    fold_of = {s: i % folds for i, s in enumerate(studies)}
+    fold = torch.tensor([fold_of[g] for g in groups])
+    k = min(folds, len(studies))
+    best: tuple[float, float] | None = None
+    for l2 in grid:
+        right = 0.0
+        for f in range(k):
+            held = fold == f
+            if held.all() or not held.any():
+                continue
+            w, b = _logistic(x[~held], y[~held], l2)
+            right += _accuracy(x[held], y[held], w, b) * int(held.sum())
+        score = right / len(y)
+        if best is None or score > best[1]:
+            best = (l2, score)
+    assert best is not None
+    w, b = _logistic(x, y, best[0])
+    return w.float(), b, best[0], best[1]
+
+
+@dataclass
+class YesNoFit:
+    rows: dict[str, RowFit]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {lang: asdict(r) for lang, r in self.rows.items()}
+
+
+Contexts = Callable[[str], Any]
+"""``study → StudyContext`` (`vipet.inference.predictor`), or None when it has none."""
+
+
+def memo_contexts(model: Any, memo: Any, book: Any) -> Contexts:
+    """Studies as the saved ``model`` encodes them, from training's frozen vision side:
+    the fused tokens the language phase's memo kept (`vipet.train.memo.VisionMemo`) and
+    the model's own slots rebuilt from the scorer's peak book
+    (`vipet.inference.rescore.PeakBook.detections`) — no volume is encoded again. A
+    study either lacks (a volume never trained on) gets None."""
+    from vipet.inference.predictor import StudyContext
+    from vipet.model.vipet import VisionOutput
+    from vipet.train.memo import cat_detections
+
+    regions = list(model.config.regions)
+
+    def context(sid: str) -> Any:
+        keys = [(sid, r) for r in regions]
+        stored = [memo.get(k) for k in keys]
+        if any(s is None for s in stored) or any(k not in book for k in keys):
+            return None
+        grid = stored[0].grid
+        detections = cat_detections([book.detections(model, [k], grid) for k in keys])
+        vision = VisionOutput(
+            torch.cat([s.fused for s in stored]).float(),
+            grid,
+            stored[0].image_shape,
+            None,
+            detections,
+        )
+        with torch.no_grad():
+            visual = model.visual_tokens(vision, 1)
+        return StudyContext(sid, regions, [], visual)
+
+    return context
+
+
+def fit_yes_no_model(
+    model_dir: Path,
+    data: Path,
+    cache: Path,
+    split: str = "train",
+    loaded: tuple[Any, Any] | None = None,
+    contexts: Contexts | None = None,
+    dataset: Any = None,
+    progress: bool = True,
+    max_studies: int | None = None,
+    langs: Sequence[str] = tuple(YES_NO),
+) -> YesNoFit:
+    """Fit the saved model's yes/no head on ``split`` and save the model with it, a row
+    per language of ``langs`` (those the LM was taught; `YES_NO`'s by default).
+    ``loaded``: the model and tokenizer of ``model_dir``, when already loaded;
+    ``contexts``: studies already encoded (`memo_contexts`), the others are encoded from
+    the cache (``dataset``: the split's `ViPetDataset`, when already loaded)."""
+    from vipet.evaluation.runner import split_ids
+    from vipet.inference.predictor import Predictor
+    from vipet.model.checkpoint import load_vipet, save_vipet
+    from vipet.model.yes_no_head import YesNoConfig, YesNoHead
+
+    model, tok = loaded or load_vipet(model_dir)
+    ids = split_ids(data, split, max_studies)
+    questions = yes_no_questions(data, ids, [lang for lang in YES_NO if lang in langs])
+    langs = sorted({q.lang for q in questions}, key=list(YES_NO).index)
+    if not questions:
+        raise InputError(f"no question of the {split} split is answered yes or no", data)
+    predictor = Predictor(model, tok)
+    by_study: dict[str, list[YesNoQuestion]] = defaultdict(list)
+    for q in questions:
+        by_study[q.study].append(q)
+    first_tokens = {
+        lang: [tok.encode(w, add_special_tokens=False)[0] for w in YES_NO[lang]] for lang in langs
+    }
+    states: dict[str, list[torch.Tensor]] = defaultdict(list)
+    lm_yes: dict[str, list[bool]] = defaultdict(list)
+    answers: dict[str, list[bool]] = defaultdict(list)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for sid in tqdm(sorted(by_study), desc="yes/no states", disable=not progress, leave=False):
+        ctx = contexts(sid) if contexts is not None else None
+        if ctx is None:
+            if dataset is None:
+                from vipet.evaluation.detector import load_split
+
+                dataset, _, _ = load_split(data, cache, split, model, tok, max_studies)
+            samples = dataset._samples(sid)
+            ctx = predictor.encode_samples(sid, [samples[r] for r in model.config.regions])
+        for q in by_study[sid]:
+            h, logits = predictor.answer_state(ctx, q.question, q.lang, q.region, logits=True)
+            yes_id, no_id = first_tokens[q.lang]
+            states[q.lang].append(h)
+            lm_yes[q.lang].append(bool(logits[yes_id] > logits[no_id]))
+            answers[q.lang].append(q.answer)
+            groups[q.lang].append(sid)
+    config = YesNoConfig(hidden=int(states[langs[0]][0].shape[0]), langs=tuple(langs))
+    head = YesNoHead(config)
+    rows, fits = {}, {}
+    for lang in langs:
+        x, y = torch.stack(states[lang]), torch.tensor(answers[lang], dtype=torch.float64)
+        w, b, l2, cv = fit_rows(x, y, groups[lang])
+        rows[lang] = (w, b)
+        lm = torch.tensor(lm_yes[lang], dtype=torch.float64)
+        fits[lang] = RowFit(
+            examples=len(y),
+            yes=int(y.sum()),
+            l2=l2,
+            cv_accuracy=round(cv, 4),
+            train_accuracy=round(_accuracy(x.double(), y, w.double(), b), 4),
+            lm_accuracy=round(float((lm == y).double().mean()), 4),
+        )
+    head.set_rows(rows)
+    model.yes_no_head = head.eval()
+    model.config.yes_no_head = config.to_dict()
+    save_vipet(model, tok, model_dir)
+    return YesNoFit(fits)
+
+
+def yes_no_table(fit: YesNoFit, split: str = "train") -> str:
+    """A fit's examples and accuracies per language, as Markdown."""
+    lines = [
+        f"| {split}, bare yes/no answers | examples | yes | L2 | LM's own word | head, held-out "
+        "studies | head, fitted |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for lang, r in fit.rows.items():
+        lines.append(
+            f"| {lang} | {r.examples} | {r.yes} | {r.l2:g} | {r.lm_accuracy:.3f} | "
+            f"{r.cv_accuracy:.3f} | {r.train_accuracy:.3f} |"
+        )
+    return "\n".join(lines)
