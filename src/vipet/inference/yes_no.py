@@ -152,7 +152,6 @@ def memo_contexts(model: Any, memo: Any, book: Any) -> Contexts:
     study either lacks (a volume never trained on) gets None."""
     from vipet.inference.predictor import StudyContext
     from vipet.model.vipet import VisionOutput
-    from vipet.train.memo import cat_detections
 
     regions = list(model.config.regions)
 
@@ -162,7 +161,7 @@ def memo_contexts(model: Any, memo: Any, book: Any) -> Contexts:
         if any(s is None for s in stored) or any(k not in book for k in keys):
             return None
         grid = stored[0].grid
-        detections = cat_detections([book.detections(model, [k], grid) for k in keys])
+        detections = book.detections(model, keys, grid)
         vision = VisionOutput(
             torch.cat([s.fused for s in stored]).float(),
             grid,

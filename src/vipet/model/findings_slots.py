@@ -255,7 +255,7 @@ def detect(
     return out
 
 
-Candidate = tuple[tuple[int, int, int], float, "tuple | None"]
+SlotCandidate = tuple[tuple[int, int, int], float, "tuple | None"]
 """A peak for the slots: its voxel, its score, and what is read there (None: read it
 from the maps when it is kept)."""
 
@@ -265,7 +265,7 @@ def scored_candidates(
     peaks: Sequence[tuple[tuple[int, int, int], tuple]],
     feats: torch.Tensor,
     scorer: CandidateScorer,
-) -> list[Candidate]:
+) -> list[SlotCandidate]:
     """The peaks of one volume (with what the head reads at each, `_peak_reads`) as the
     scorer ranks them: score ``1 − P(background)``, type and avidity its likeliest
     class, strongest first."""
@@ -275,7 +275,7 @@ def scored_candidates(
         probs = scorer(feats.float())
     kind = probs[:, 1:].argmax(dim=1) + 1
     rescored = (1 - probs[:, 0]).tolist()
-    candidates: list[Candidate] = []
+    candidates: list[SlotCandidate] = []
     for (vox, r), p, c in zip(peaks, rescored, kind.tolist(), strict=True):
         t_name, a = class_name(int(c))
         candidates.append((tuple(vox), p, (LESION_TYPES.index(t_name), float(a), *r[2:])))
@@ -286,7 +286,7 @@ def scored_candidates(
 def _fill_slots(
     out: Detections,
     i: int,
-    candidates: Sequence[Candidate],
+    candidates: Sequence[SlotCandidate],
     slots: int,
     threshold: float,
     class_thresholds: torch.Tensor | None,
