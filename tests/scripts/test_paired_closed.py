@@ -32,25 +32,13 @@ def test_only_bare_yes_no_questions_are_paired(pc) -> None:
             ]
         }
     }
-    model = [
-        {
-            "id": "s1",
-            "answers": [
-                {"question": "A?", "prediction": "Yes"},
-                {"question": "B?", "prediction": "Yes"},
-                {"question": "C?", "prediction": "2"},
-            ],
-        }
-    ]
-    base = [
-        {
-            "id": "s1",
-            "answers": [
-                {"question": "A?", "prediction": "No"},
-                {"question": "B?", "prediction": "No"},
-            ],
-        }
-    ]
+
+    def rows(said: dict[str, str]) -> list[dict]:
+        answers = [{"question": q, "prediction": a} for q, a in said.items()]
+        return [{"id": "s1", "answers": answers}]
+
+    model = rows({"A?": "Yes", "B?": "Yes", "C?": "2"})
+    base = rows({"A?": "No", "B?": "No"})
     a, b = pc.closed_right(model, refs, "en"), pc.closed_right(base, refs, "en")
     assert a == {("s1", "A?"): True, ("s1", "B?"): False}
     c = pc.compare(a, b)

@@ -171,9 +171,7 @@ class Predictor:
         word of ``lang`` and the model has a fitted yes/no head for it
         (`vipet.model.yes_no_head`), the head decides which; ``yes_no_head`` False: the
         LM's own word stands."""
-        n = self.model.visual_tokens_per_region
-        visual = ctx.visual if region is None else ctx.region_visual(region)
-        messages = question_prompt(lang, question, n, region=region, history=list(history))
+        messages, visual = self._question(ctx, question, lang, region, history)
         ids, new = self.generate_ids(messages, visual, max_new_tokens)
         answer = self.tokenizer.decode(new, skip_special_tokens=True).strip()
         head = self.model.yes_no_head if yes_no_head else None
@@ -196,12 +194,23 @@ class Predictor:
         """The LM's last hidden state ``(hidden,)`` where its answer to ``question``
         begins: what the yes/no head reads. ``logits``: with the LM's next-token logits
         ``(vocab,)`` there, as ``(state, logits)``."""
-        n = self.model.visual_tokens_per_region
-        visual = ctx.visual if region is None else ctx.region_visual(region)
-        messages = question_prompt(lang, question, n, region=region, history=list(history))
+        messages, visual = self._question(ctx, question, lang, region, history)
         ids = torch.tensor([build_inference(self.tokenizer, messages)["input_ids"]])
         state, next_logits = self._answer_state(ids, visual)
         return (state, next_logits) if logits else state
+
+    def _question(
+        self,
+        ctx: StudyContext,
+        question: str,
+        lang: str,
+        region: str | None,
+        history: Sequence[tuple[str, str]],
+    ) -> tuple[list[dict], VisualFeatures]:
+        """The prompt of ``question`` and the visual features it is asked about."""
+        n = self.model.visual_tokens_per_region
+        visual = ctx.visual if region is None else ctx.region_visual(region)
+        return question_prompt(lang, question, n, region=region, history=list(history)), visual
 
     def _answer_state(
         self, ids: torch.Tensor, visual: VisualFeatures
