@@ -110,7 +110,7 @@ def test_predictor_lets_the_head_pick_only_a_bare_yes_or_no(tok, monkeypatch) ->
     assert p.ask(ctx, "How many nodes?", "en") == "2"
     said["text"] = "Không"  # no vi row: the LM's stands
     assert p.ask(ctx, "?", "vi") == "Không"
-    state, logits = p.answer_state(ctx, "Is this study normal?", "en", logits=True)
+    state, logits = p.answer_state(ctx, "Is this study normal?", "en")
     assert state.shape == (hidden,) and logits.shape == (model.config.text_config.vocab_size,)
 
 
@@ -125,7 +125,7 @@ def test_head_decision_reads_the_answer_state(tok, monkeypatch) -> None:
     with torch.no_grad():
         vision = model.vision(ct, ct)
     ctx = StudyContext("s", list(model.config.regions), [], model.visual_tokens(vision.float(), 1))
-    state = p.answer_state(ctx, "Is this study normal?", "en")
+    state, _ = p.answer_state(ctx, "Is this study normal?", "en")
     yes_ids = tok.encode("Yes", add_special_tokens=False)
     real = p.generate_ids
     monkeypatch.setattr(

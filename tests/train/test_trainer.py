@@ -626,11 +626,14 @@ def test_fit_scorer_after_training(tok, data, tmp_path, capsys) -> None:
         _cfg(out, fit_scorer="yes", calibrate_slots=True)
 
 
-def test_fit_yes_no_last_reads_the_memo_and_the_peak_book(tok, data, tmp_path, capsys) -> None:
+def test_fit_yes_no_last_reads_the_memo_and_the_peak_book(
+    tok, data, tmp_path, capsys, monkeypatch
+) -> None:
     """fit_yes_no fits the yes/no head last, on the training split's bare yes/no answers
     under the saved model's own detections. The studies the language phase's memo holds
     come from it, their slots rebuilt from the scorer's peak book: the slots and the
-    visual tokens of encoding them again. The command fits it on a saved model too."""
+    visual tokens of encoding them again. The command fits it on a saved model too, under
+    the thresholds it has just calibrated, and keeps them in the saved model."""
     from vipet.cli import main
     from vipet.evaluation.detector import load_split
     from vipet.inference.predictor import Predictor
@@ -668,8 +671,15 @@ def test_fit_yes_no_last_reads_the_memo_and_the_peak_book(tok, data, tmp_path, c
     args = ["calibrate", "--checkpoint", str(out / "model"), "--data", str(data[0])]
     assert main([*args, "--cache", str(data[1]), "--fit-yes-no", "--dry-run"]) == 1
     assert "not with --dry-run" in capsys.readouterr().err
-    assert main([*args, "--cache", str(data[1]), "--fit-yes-no"]) == 0
+    from vipet.inference import calibrate as cal
+
+    real = cal.calibrate
+    moved = {"lymph_node/avid": 0.2}  # a class that moves, whatever the tiny model finds
+    monkeypatch.setattr(cal, "calibrate", lambda *a, **k: replace(real(*a, **k), thresholds=moved))
+    assert main([*args, "--cache", str(data[1]), "--fit-scorer", "--fit-yes-no"]) == 0
     assert "bare yes/no answers" in capsys.readouterr().out
+    again, _ = load_vipet(out / "model")
+    assert again.config.slot_thresholds == moved and again.yes_no_head is not None
     with pytest.raises(ValueError, match="fit_yes_no must be true or false"):
         _cfg(out, fit_yes_no="yes")
 

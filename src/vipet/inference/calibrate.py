@@ -133,6 +133,9 @@ def calibrate_model(
     )
     if write:
         write_thresholds(model_dir, result.thresholds)
+        # the loaded model is the saved one: a later fit on it (`vipet calibrate
+        # --fit-yes-no`) detects with these thresholds and saves them again
+        model.config.slot_thresholds = dict(sorted(result.thresholds.items())) or None
     return result
 
 

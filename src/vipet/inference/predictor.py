@@ -189,15 +189,13 @@ class Predictor:
         lang: str = "vi",
         region: str | None = None,
         history: Sequence[tuple[str, str]] = (),
-        logits: bool = False,
-    ) -> Any:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The LM's last hidden state ``(hidden,)`` where its answer to ``question``
-        begins: what the yes/no head reads. ``logits``: with the LM's next-token logits
-        ``(vocab,)`` there, as ``(state, logits)``."""
+        begins — what the yes/no head reads — and its next-token logits ``(vocab,)``
+        there."""
         messages, visual = self._question(ctx, question, lang, region, history)
         ids = torch.tensor([build_inference(self.tokenizer, messages)["input_ids"]])
-        state, next_logits = self._answer_state(ids, visual)
-        return (state, next_logits) if logits else state
+        return self._answer_state(ids, visual)
 
     def _question(
         self,

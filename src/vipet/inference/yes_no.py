@@ -201,9 +201,9 @@ def fit_yes_no_model(
     model, tok = loaded or load_vipet(model_dir)
     ids = split_ids(data, split, max_studies)
     questions = yes_no_questions(data, ids, [lang for lang in YES_NO if lang in langs])
-    langs = sorted({q.lang for q in questions}, key=list(YES_NO).index)
     if not questions:
         raise InputError(f"no question of the {split} split is answered yes or no", data)
+    langs = sorted({q.lang for q in questions}, key=list(YES_NO).index)
     predictor = Predictor(model, tok)
     by_study: dict[str, list[YesNoQuestion]] = defaultdict(list)
     for q in questions:
@@ -225,7 +225,7 @@ def fit_yes_no_model(
             samples = dataset._samples(sid)
             ctx = predictor.encode_samples(sid, [samples[r] for r in model.config.regions])
         for q in by_study[sid]:
-            h, logits = predictor.answer_state(ctx, q.question, q.lang, q.region, logits=True)
+            h, logits = predictor.answer_state(ctx, q.question, q.lang, q.region)
             yes_id, no_id = first_tokens[q.lang]
             states[q.lang].append(h)
             lm_yes[q.lang].append(bool(logits[yes_id] > logits[no_id]))

@@ -1054,28 +1054,31 @@ def _fit(cfg, tokenizer, data_root, cache_dir, on_step, until, d: Dist) -> dict[
             rank_print(d, f"training curves: {plot_curves(metrics, title=out.name)}")
         if board is not None:
             board.close()
+        loaded = None  # the saved model, once the calibration has it in memory
         if (
             cfg.calibrate_slots
             and state.raw_model.config.findings_slots
             and not _detector_fitted(state)
         ):
-            _calibrate(cfg, model_dir, data_root, cache_dir, d, state.peak_book)
+            loaded = _calibrate(cfg, model_dir, data_root, cache_dir, d, state.peak_book)
         if cfg.fit_yes_no:
-            _fit_yes_no(state, model_dir, data_root, cache_dir)
+            _fit_yes_no(state, model_dir, data_root, cache_dir, loaded)
     _barrier(d)
     return {"step": state.step, "train": log, "val": val_log, "model": model_dir}
 
 
-def _fit_yes_no(state: State, model_dir: Path, data_root, cache_dir) -> None:
-    """The yes/no head of the saved model (its scorer and thresholds fitted), on the
-    training split; the studies from the memo and the scorer's peak book where they hold
-    them (`memo_contexts`), else encoded from the cache. The fit in
-    ``out_dir/yes_no.json``."""
+def _fit_yes_no(
+    state: State, model_dir: Path, data_root, cache_dir, loaded: tuple[Any, Any] | None
+) -> None:
+    """The yes/no head of the saved model (its scorer and thresholds fitted; ``loaded``:
+    it and its tokenizer when the calibration holds them), on the training split; the
+    studies from the memo and the scorer's peak book where they hold them
+    (`memo_contexts`), else encoded from the cache. The fit in ``out_dir/yes_no.json``."""
     from vipet.inference.yes_no import fit_yes_no_model, memo_contexts, yes_no_table
     from vipet.model.checkpoint import load_vipet
 
     cfg = state.cfg
-    loaded = load_vipet(model_dir)
+    loaded = loaded or load_vipet(model_dir)
     contexts = None
     if (
         state.memo is not None
@@ -1104,11 +1107,12 @@ def _fit_yes_no(state: State, model_dir: Path, data_root, cache_dir) -> None:
 
 def _calibrate(
     cfg: TrainConfig, model_dir: Path, data_root, cache_dir, d: Dist, book: Any = None
-) -> None:
+) -> tuple[Any, Any]:
     """Per-class slot thresholds on the validation split, into the saved model; the
     result also in ``out_dir/calibration.json`` (with ``fit_scorer``, the candidate
     scorer fitted on the training split first, its fit in ``out_dir/scorer.json``;
-    ``book``: the examples of the training volumes the language phase encoded)."""
+    ``book``: the examples of the training volumes the language phase encoded). Returns
+    the saved model and its tokenizer as they now are on disk."""
     from vipet.inference.calibrate import calibrate_model, calibration_table
     from vipet.model.checkpoint import load_vipet
 
@@ -1131,3 +1135,4 @@ def _calibrate(
         (json.dumps(result.to_dict(), indent=2) + "\n").encode(),
     )
     rank_print(d, f"slot thresholds calibrated on {cfg.val_split}:\n{calibration_table(result)}")
+    return loaded
