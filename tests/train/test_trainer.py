@@ -635,9 +635,10 @@ def test_fit_yes_no_last_reads_the_memo_and_the_peak_book(
     visual tokens of encoding them again. The command fits it on a saved model too, under
     the thresholds it has just calibrated, and keeps them in the saved model."""
     from vipet.cli import main
+    from vipet.errors import InputError
     from vipet.evaluation.detector import load_split
     from vipet.inference.predictor import Predictor
-    from vipet.inference.yes_no import memo_contexts
+    from vipet.inference.yes_no import head_accuracy, memo_contexts, yes_no_questions
 
     out = tmp_path / "yes_no"
     cfg = _cfg(
@@ -668,6 +669,19 @@ def test_fit_yes_no_last_reads_the_memo_and_the_peak_book(
         slow = p.encode_samples(sid, [samples[r] for r in model.config.regions])
         assert fast.visual.detections.attributes == slow.visual.detections.attributes
         torch.testing.assert_close(fast.visual.tokens, slow.visual.tokens, rtol=0, atol=2e-2)
+    # The head on studies encoded afresh: a head that always says "yes" scores the share
+    # of "yes" answers, one that always says "no" the rest, on the fit's own questions.
+    head = model.yes_no_head
+    for bias, right in ((5.0, lambda r: r["yes"]), (-5.0, lambda r: r["questions"] - r["yes"])):
+        head.set_rows({"en": (torch.zeros(head.config.hidden), bias)})
+        scores = head_accuracy(model, tok2, data[0], data[1], "train", progress=False)
+        en = scores["en"]
+        assert en["questions"] == record["en"]["examples"] and en["yes"] == record["en"]["yes"]
+        assert en["head"] == pytest.approx(right(en) / en["questions"])
+        assert en["studies"] == len({q.study for q in yes_no_questions(data[0], ids, ["en"])})
+    model.yes_no_head = None
+    with pytest.raises(InputError, match="no yes/no head"):
+        head_accuracy(model, tok2, data[0], data[1], "train")
     args = ["calibrate", "--checkpoint", str(out / "model"), "--data", str(data[0])]
     assert main([*args, "--cache", str(data[1]), "--fit-yes-no", "--dry-run"]) == 1
     assert "not with --dry-run" in capsys.readouterr().err

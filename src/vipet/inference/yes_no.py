@@ -11,6 +11,9 @@ In training (`TrainConfig.fit_yes_no`) the studies come from the language phase'
 and the scorer's peak book (`memo_contexts`): no volume is encoded again. Afterwards:
 
     vipet calibrate --checkpoint runs/cpu-small/model --data DATA --cache CACHE --fit-yes-no
+
+Whether a fitted head carries over to studies the detector never saw: `head_accuracy`
+(`scripts/yes_no_transfer.py`), on val or test encoded as at test time.
 """
 
 from __future__ import annotations
@@ -176,6 +179,92 @@ def memo_contexts(model: Any, memo: Any, book: Any) -> Contexts:
     return context
 
 
+@dataclass
+class QuestionStates:
+    """Per language, each question's answer state, whether the LM's own word is yes,
+    the reference answer and the question's study."""
+
+    states: dict[str, list[torch.Tensor]]
+    lm_yes: dict[str, list[bool]]
+    answers: dict[str, list[bool]]
+    groups: dict[str, list[str]]
+
+
+def read_states(
+    predictor: Any,
+    questions: Sequence[YesNoQuestion],
+    context: Contexts,
+    progress: bool = True,
+) -> QuestionStates:
+    """The LM's answer state (`Predictor.answer_state`) for every question, its study
+    encoded once by ``context``; the LM's own word is the larger logit of the first
+    tokens of its language's yes and no."""
+    tok = predictor.tokenizer
+    first = {
+        lang: [tok.encode(w, add_special_tokens=False)[0] for w in YES_NO[lang]]
+        for lang in {q.lang for q in questions}
+    }
+    by_study: dict[str, list[YesNoQuestion]] = defaultdict(list)
+    for q in questions:
+        by_study[q.study].append(q)
+    out = QuestionStates(defaultdict(list), defaultdict(list), defaultdict(list), defaultdict(list))
+    for sid in tqdm(sorted(by_study), desc="yes/no states", disable=not progress, leave=False):
+        ctx = context(sid)
+        for q in by_study[sid]:
+            h, logits = predictor.answer_state(ctx, q.question, q.lang, q.region)
+            yes_id, no_id = first[q.lang]
+            out.states[q.lang].append(h)
+            out.lm_yes[q.lang].append(bool(logits[yes_id] > logits[no_id]))
+            out.answers[q.lang].append(q.answer)
+            out.groups[q.lang].append(sid)
+    return out
+
+
+def head_accuracy(
+    model: Any,
+    tok: Any,
+    data: Path,
+    cache: Path,
+    split: str,
+    max_studies: int | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
+    """How the saved model's yes/no head and its LM's own word score on ``split``'s bare
+    yes/no questions, each study encoded from the cache as at test time: per language,
+    ``{"studies", "questions", "yes", "lm", "head"}`` (accuracies). Does the head fitted
+    on the training split carry over to studies the detector never saw?"""
+    from vipet.evaluation.detector import load_split
+    from vipet.inference.predictor import Predictor
+
+    head = model.yes_no_head
+    if head is None:
+        raise InputError("the model has no yes/no head (fit one with --fit-yes-no)")
+    dataset, ids, _ = load_split(data, cache, split, model, tok, max_studies)
+    questions = yes_no_questions(data, ids, head.config.langs)
+    if not questions:
+        raise InputError(f"no question of the {split} split is answered yes or no", data)
+    predictor = Predictor(model, tok)
+
+    def context(sid: str) -> Any:
+        samples = dataset._samples(sid)
+        return predictor.encode_samples(sid, [samples[r] for r in model.config.regions])
+
+    read = read_states(predictor, questions, context, progress)
+    out = {}
+    for lang, states in read.states.items():
+        y = torch.tensor(read.answers[lang])
+        with torch.no_grad():
+            said = torch.stack([head.logit(h, lang) for h in states]).reshape(-1) > 0
+        out[lang] = {
+            "studies": len(set(read.groups[lang])),
+            "questions": len(y),
+            "yes": int(y.sum()),
+            "lm": float((torch.tensor(read.lm_yes[lang]) == y).double().mean()),
+            "head": float((said == y).double().mean()),
+        }
+    return out
+
+
 def fit_yes_no_model(
     model_dir: Path,
     data: Path,
@@ -205,17 +294,9 @@ def fit_yes_no_model(
         raise InputError(f"no question of the {split} split is answered yes or no", data)
     langs = sorted({q.lang for q in questions}, key=list(YES_NO).index)
     predictor = Predictor(model, tok)
-    by_study: dict[str, list[YesNoQuestion]] = defaultdict(list)
-    for q in questions:
-        by_study[q.study].append(q)
-    first_tokens = {
-        lang: [tok.encode(w, add_special_tokens=False)[0] for w in YES_NO[lang]] for lang in langs
-    }
-    states: dict[str, list[torch.Tensor]] = defaultdict(list)
-    lm_yes: dict[str, list[bool]] = defaultdict(list)
-    answers: dict[str, list[bool]] = defaultdict(list)
-    groups: dict[str, list[str]] = defaultdict(list)
-    for sid in tqdm(sorted(by_study), desc="yes/no states", disable=not progress, leave=False):
+
+    def context(sid: str) -> Any:
+        nonlocal dataset
         ctx = contexts(sid) if contexts is not None else None
         if ctx is None:
             if dataset is None:
@@ -224,13 +305,10 @@ def fit_yes_no_model(
                 dataset, _, _ = load_split(data, cache, split, model, tok, max_studies)
             samples = dataset._samples(sid)
             ctx = predictor.encode_samples(sid, [samples[r] for r in model.config.regions])
-        for q in by_study[sid]:
-            h, logits = predictor.answer_state(ctx, q.question, q.lang, q.region)
-            yes_id, no_id = first_tokens[q.lang]
-            states[q.lang].append(h)
-            lm_yes[q.lang].append(bool(logits[yes_id] > logits[no_id]))
-            answers[q.lang].append(q.answer)
-            groups[q.lang].append(sid)
+        return ctx
+
+    read = read_states(predictor, questions, context, progress)
+    states, lm_yes, answers, groups = read.states, read.lm_yes, read.answers, read.groups
     config = YesNoConfig(hidden=int(states[langs[0]][0].shape[0]), langs=tuple(langs))
     head = YesNoHead(config)
     rows, fits = {}, {}
