@@ -91,6 +91,11 @@ def calibrate(
     return Calibration(chosen, default, before, after, support)
 
 
+def _config_entry(thresholds: Mapping[str, float]) -> dict[str, float] | None:
+    """``ViPetConfig.slot_thresholds`` as saved: by class name, None when empty."""
+    return dict(sorted(thresholds.items())) or None
+
+
 def write_thresholds(model_dir: Path, thresholds: Mapping[str, float]) -> Path:
     """Set ``slot_thresholds`` in a saved model's config.json (atomically)."""
     path = Path(model_dir) / "config.json"
@@ -100,7 +105,7 @@ def write_thresholds(model_dir: Path, thresholds: Mapping[str, float]) -> Path:
         cfg = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise InputError(f"config.json is not JSON ({exc.msg})", path) from None
-    cfg["slot_thresholds"] = dict(sorted(thresholds.items())) or None
+    cfg["slot_thresholds"] = _config_entry(thresholds)
     atomic_write_bytes(path, (json.dumps(cfg, indent=2, sort_keys=True) + "\n").encode())
     return path
 
@@ -135,7 +140,7 @@ def calibrate_model(
         write_thresholds(model_dir, result.thresholds)
         # the loaded model is the saved one: a later fit on it (`vipet calibrate
         # --fit-yes-no`) detects with these thresholds and saves them again
-        model.config.slot_thresholds = dict(sorted(result.thresholds.items())) or None
+        model.config.slot_thresholds = _config_entry(result.thresholds)
     return result
 
 

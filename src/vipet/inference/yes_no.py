@@ -190,6 +190,14 @@ class QuestionStates:
     groups: dict[str, list[str]]
 
 
+def _encode_cached(predictor: Any, dataset: Any, sid: str) -> Any:
+    """Study ``sid`` of a split's `ViPetDataset` (its cached region samples) encoded as
+    at test time (`Predictor.encode_samples`)."""
+    samples = dataset._samples(sid)
+    regions = predictor.model.config.regions
+    return predictor.encode_samples(sid, [samples[r] for r in regions])
+
+
 def read_states(
     predictor: Any,
     questions: Sequence[YesNoQuestion],
@@ -244,17 +252,13 @@ def head_accuracy(
     if not questions:
         raise InputError(f"no question of the {split} split is answered yes or no", data)
     predictor = Predictor(model, tok)
-
-    def context(sid: str) -> Any:
-        samples = dataset._samples(sid)
-        return predictor.encode_samples(sid, [samples[r] for r in model.config.regions])
-
-    read = read_states(predictor, questions, context, progress)
+    read = read_states(
+        predictor, questions, lambda sid: _encode_cached(predictor, dataset, sid), progress
+    )
     out = {}
     for lang, states in read.states.items():
         y = torch.tensor(read.answers[lang])
-        with torch.no_grad():
-            said = torch.stack([head.logit(h, lang) for h in states]).reshape(-1) > 0
+        said = head.logit(torch.stack(states), lang) > 0
         out[lang] = {
             "studies": len(set(read.groups[lang])),
             "questions": len(y),
@@ -303,8 +307,7 @@ def fit_yes_no_model(
                 from vipet.evaluation.detector import load_split
 
                 dataset, _, _ = load_split(data, cache, split, model, tok, max_studies)
-            samples = dataset._samples(sid)
-            ctx = predictor.encode_samples(sid, [samples[r] for r in model.config.regions])
+            ctx = _encode_cached(predictor, dataset, sid)
         return ctx
 
     read = read_states(predictor, questions, context, progress)
