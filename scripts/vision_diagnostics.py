@@ -85,9 +85,11 @@ def main() -> None:
     rows = [
         {"threshold": thr, **detector_scores(select(found, thr, k), ref)} for thr in args.thresholds
     ]
+    # the model's own slots: its thresholds (calibrated ones when it has them)
+    thr = model.config.slot_threshold
+    kept = select(found, thr, k, calibrated)
     if calibrated:
-        chosen = select(found, model.config.slot_threshold, k, calibrated)
-        rows.append({"threshold": "calibrated", **detector_scores(chosen, ref)})
+        rows.append({"threshold": "calibrated", **detector_scores(kept, ref)})
     print(f"findings head as a detector on {len(ids)} {args.split} studies (K = {k} per region)")
     print(
         "| threshold | found | reference | F1-T | F1-TP | F1-TF | F1-TPF | SUVmax MAE | size MAE mm |"
@@ -100,10 +102,8 @@ def main() -> None:
             f"{r['f1_tp']:.3f} | {r['f1_tf']:.3f} | {r['f1_tpf']:.3f} | "
             f"{mae(r['suvmax_mae'])} | {mae(r['size_mae_mm'])} |"
         )
-    # Recall per reference type: a detection of that type in the lesion's region, at
-    # the model's own thresholds (calibrated ones when it has them).
-    thr = model.config.slot_threshold
-    kept = select(found, thr, k, calibrated)
+    # Recall per reference type: a detection of that type in the lesion's region, in
+    # the model's own slots.
     hit: dict[str, list[int]] = {}
     for sid in ids:
         preds = [(a["type"], a["region"]) for a in kept[sid]]
