@@ -552,6 +552,14 @@ def calibrate(
             "then tune the thresholds on its scores.",
         ),
     ] = False,
+    fit_places: Annotated[
+        bool,
+        typer.Option(
+            "--fit-places",
+            help="First list where each lesion type lies on the train split (saves the "
+            "model): a detection is placed among its type's locations.",
+        ),
+    ] = False,
     fit_yes_no: Annotated[
         bool,
         typer.Option(
@@ -564,14 +572,17 @@ def calibrate(
     """Tune the finding slots' threshold per lesion class (type x avidity) on the
     validation split, and store them in the model's config.json (no weight changes);
     with --fit-scorer, fit the second look at every heatmap peak first; with
-    --fit-yes-no, fit the yes/no head last."""
+    --fit-places, list where each lesion type lies first; with --fit-yes-no, fit the
+    yes/no head last."""
     from vipet.inference.calibrate import calibrate_model, calibration_table
     from vipet.model.checkpoint import load_vipet
 
     if split == "test":
         raise ConfigError("calibrate on the validation (or train) split, never on test")
-    if (fit_scorer or fit_yes_no) and not write:
-        raise ConfigError("--fit-scorer and --fit-yes-no save the model: not with --dry-run")
+    if (fit_scorer or fit_places or fit_yes_no) and not write:
+        raise ConfigError(
+            "--fit-scorer, --fit-places and --fit-yes-no save the model: not with --dry-run"
+        )
     loaded = load_vipet(checkpoint)  # refuses a folder that is no model, before any cache work
     grid = loaded[0].config.ct_encoder_settings.image_size
     cache = _ensure_cache(data, cache or checkpoint.parent / "cache", grid, workers)
@@ -580,6 +591,10 @@ def calibrate(
 
         fit = fit_scorer_model(checkpoint, data, cache, loaded=loaded)
         typer.echo(scorer_table(fit))
+    if fit_places:
+        from vipet.inference.places import fit_places_model, places_table
+
+        typer.echo(places_table(fit_places_model(checkpoint, data, loaded=loaded)))
     result = calibrate_model(
         checkpoint, data, cache, split, min_support=min_support, write=write, loaded=loaded
     )

@@ -626,6 +626,44 @@ def test_fit_scorer_after_training(tok, data, tmp_path, capsys) -> None:
         _cfg(out, fit_scorer="yes", calibrate_slots=True)
 
 
+def test_fit_places_before_the_calibration(tok, data, tmp_path, capsys) -> None:
+    """fit_places lists each type's places on the training split before the
+    calibration; the saved model carries them and its detections keep to them; the
+    command does the same on a saved model, and refuses to in a dry run."""
+    from vipet.cli import main
+    from vipet.evaluation.detector import candidates, load_split
+    from vipet.evaluation.runner import references, split_ids
+    from vipet.inference.places import fit_places
+
+    out = tmp_path / "places"
+    cfg = _cfg(
+        out, max_steps=2, vision_steps=1, loss=FINDINGS, calibrate_slots=True, fit_places=True
+    )
+    fit(cfg, tok, *data)
+    record = json.loads((out / "places.json").read_text())
+    ids = split_ids(data[0], "train")
+    refs = references(data[0], ids, "en")
+    want = fit_places({sid: refs[sid]["lesions"] for sid in ids}).places
+    assert record["places"] == want and record["lesions"] > 0
+    assert "places fitted on" in capsys.readouterr().out
+    model, tok2 = load_vipet(out / "model")
+    assert model.config.slot_places == want
+    ds, val_ids, _ = load_split(data[0], data[1], "val", model, tok2)
+    found = candidates(model, ds, val_ids, floor=0.0, max_per_volume=8, progress=False)
+    placed = [c.finding for cands in found.values() for c in cands]
+    assert placed  # every peak of the untrained head, each at a place of its type
+    assert all(a["location_detail"] in want.get(a["type"], [a["location_detail"]]) for a in placed)
+    args = ["calibrate", "--checkpoint", str(out / "model"), "--data", str(data[0])]
+    assert main([*args, "--cache", str(data[1]), "--fit-places", "--dry-run"]) == 1
+    assert "not with --dry-run" in capsys.readouterr().err
+    assert main([*args, "--cache", str(data[1]), "--fit-places"]) == 0
+    assert "| type | lesions | places |" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="fit_places needs calibrate_slots"):
+        _cfg(out, fit_places=True)
+    with pytest.raises(ValueError, match="fit_places must be true or false"):
+        _cfg(out, fit_places="yes", calibrate_slots=True)
+
+
 def test_fit_yes_no_last_reads_the_memo_and_the_peak_book(
     tok, data, tmp_path, capsys, monkeypatch
 ) -> None:

@@ -112,6 +112,7 @@ def candidates(
             e.ct[:, 0],
             model.region_indices() if model.candidate_scorer is not None else None,
             model.candidate_scorer,
+            model._place_table(),
         )
         out[e.study] = [
             Candidate(region, float(a["score"]), {**a, "region": region})

@@ -151,6 +151,7 @@ class PeakBook:
             model._class_thresholds(),
             model.head_shape,
             token_grid,
+            model._place_table(),
         )
 
     def examples(

@@ -16,7 +16,7 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from vipet.model.candidate_scorer import ScorerConfig
-from vipet.model.diag_head import AVIDITY, DiagHeadConfig
+from vipet.model.diag_head import AVIDITY, FINE_NAMES, DiagHeadConfig
 from vipet.model.encoder3d import EncoderConfig
 from vipet.model.fusion import FUSIONS, FusionConfig
 from vipet.model.projector import ProjectorConfig
@@ -81,6 +81,14 @@ class ViPetConfig(PreTrainedConfig):
     """Per-class thresholds in place of ``slot_threshold``, keyed ``"<type>/avid"`` or
     ``"<type>/not_avid"`` (the class the head reads at the peak); classes not named keep
     ``slot_threshold``. Set by `vipet calibrate` on the validation split; no weight either."""
+    slot_places: dict | None = None
+    """Per lesion type, the fine locations (`FINE_LOCATIONS` names) a detection of that
+    type may be placed at: the head's likeliest location among them (`vipet.model.
+    findings_slots.detect`). The head reads type and place from separate maps, so on its
+    own it may pair them as no report does (an effusion in the liver, a node in the lung):
+    a slot the language model has never seen written, which it rewrites as some other
+    finding. Types not named are placed anywhere. Set by `vipet calibrate --fit-places`
+    from the training split's lesions (`vipet.inference.places`); no weight."""
     candidate_scorer: dict | None = None
     """Settings of the fitted second look at every heatmap peak
     (`vipet.model.candidate_scorer.ScorerConfig`); None: peaks are ranked by their heat.
@@ -156,6 +164,7 @@ class ViPetConfig(PreTrainedConfig):
         if not 0.0 < self.slot_threshold < 1.0:
             raise ValueError(f"slot_threshold must be in (0, 1), got {self.slot_threshold!r}")
         self.class_threshold_table()  # refuses unknown classes and values outside (0, 1]
+        self.place_table()  # refuses unknown types and locations
         if self.candidate_scorer is not None:
             if not self.findings_slots:
                 raise ValueError(
@@ -190,6 +199,30 @@ class ViPetConfig(PreTrainedConfig):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
                 raise ValueError(f"slot_thresholds[{key!r}] must be in (0, 1], got {value!r}")
             table[LESION_TYPES.index(kind)][AVIDITY.index(avidity)] = float(value)
+        return table
+
+    def place_table(self) -> list[list[bool]] | None:
+        """``slot_places`` as a (len(LESION_TYPES), len(FINE_NAMES)) table of allowed
+        places (a type not named: all of them); None when there is none."""
+        if not self.slot_places:
+            return None
+        table = [[True] * len(FINE_NAMES) for _ in LESION_TYPES]
+        for kind, places in self.slot_places.items():
+            if kind not in LESION_TYPES:
+                raise ValueError(
+                    f"slot_places: unknown lesion type {kind!r}; choose from {list(LESION_TYPES)}"
+                )
+            if isinstance(places, str) or not isinstance(places, (list, tuple)) or not places:
+                raise ValueError(
+                    f"slot_places[{kind!r}] must be a non-empty list of locations, got {places!r}"
+                )
+            unknown = [p for p in places if p not in FINE_NAMES]
+            if unknown:
+                raise ValueError(
+                    f"slot_places[{kind!r}]: unknown locations {unknown}; choose from "
+                    f"{list(FINE_NAMES)}"
+                )
+            table[LESION_TYPES.index(kind)] = [name in places for name in FINE_NAMES]
         return table
 
     @property

@@ -187,6 +187,7 @@ def detect(
     ct: torch.Tensor | None = None,
     regions: Sequence[int] | None = None,
     scorer: CandidateScorer | None = None,
+    places: torch.Tensor | None = None,
 ) -> Detections:
     """The findings the head's maps show in ``B`` volumes: local maxima of the centre
     heatmap above ``threshold`` (3x3x3 neighbourhood), at most ``slots`` per volume (the
@@ -204,7 +205,10 @@ def detect(
     strongest `MAX_CANDIDATES`) is read by the fitted classifier, which also needs
     ``ct`` (B, D, H, W) and each volume's index in REGIONS (``regions``); a peak's score
     is then ``1 − P(background)`` and its type and avidity the classifier's most likely
-    class, and the thresholds apply to that score."""
+    class, and the thresholds apply to that score.
+
+    ``places`` (len(LESION_TYPES), len(FINE_NAMES)) bool: where each type may be placed
+    (`place`; `ViPetConfig.slot_places`)."""
     heat = torch.sigmoid(dense.heat.float())
     b, d0, h0, w0 = heat.shape
     if pet.dim() != 4 or pet.shape[0] != b:
@@ -212,6 +216,10 @@ def detect(
     if class_thresholds is not None and tuple(class_thresholds.shape) != (len(LESION_TYPES), 2):
         raise ValueError(
             f"class_thresholds must be ({len(LESION_TYPES)}, 2), got {tuple(class_thresholds.shape)}"
+        )
+    if places is not None and tuple(places.shape) != (len(LESION_TYPES), len(FINE_NAMES)):
+        raise ValueError(
+            f"places must be ({len(LESION_TYPES)}, {len(FINE_NAMES)}), got {tuple(places.shape)}"
         )
     floor = threshold if class_thresholds is None else float(class_thresholds.min())
     if scorer is not None:
@@ -251,6 +259,7 @@ def detect(
             token_grid,
             partial(_read_class, dense, i),
             read,
+            places,
         )
     return out
 
@@ -294,10 +303,11 @@ def _fill_slots(
     token_grid: tuple[int, int, int],
     read_class: Callable[[tuple[int, int, int]], tuple[int, float]] | None = None,
     read: Callable[[tuple[int, int, int]], tuple] | None = None,
+    places: torch.Tensor | None = None,
 ) -> None:
     """Volume ``i`` of ``out``: the strongest ``candidates`` above their thresholds, at
-    most ``slots``, in report order. ``read_class``/``read``: the maps' readout at a
-    peak, for candidates that carry none."""
+    most ``slots``, in report order, each placed among its type's ``places`` (`place`).
+    ``read_class``/``read``: the maps' readout at a peak, for candidates that carry none."""
     d0, h0, w0 = head_shape
     cell = [s // g for s, g in zip(head_shape, token_grid, strict=True)]
     rows = []
@@ -317,7 +327,8 @@ def _fill_slots(
         )
         if not p > bar:
             continue
-        _, _, f, s, size, suv = attrs if attrs is not None else read((z, y, x))  # type: ignore[misc]
+        _, _, fine, side, size, suv = attrs if attrs is not None else read((z, y, x))  # type: ignore[misc]
+        f, s = place(t, fine, side, places)
         if t in ONE_PER_SIDE:
             if (t, s) in once:
                 continue
@@ -355,6 +366,7 @@ def detections_from_peaks(
     class_thresholds: torch.Tensor | None,
     head_shape: tuple[int, int, int],
     token_grid: tuple[int, int, int],
+    places: torch.Tensor | None = None,
 ) -> Detections:
     """What `detect` with ``scorer`` gives for volumes whose maps are gone but whose
     candidate peaks were kept: per volume its peaks with the head's readout at each, and
@@ -364,7 +376,17 @@ def detections_from_peaks(
     out = _empty(len(volumes), slots, math.prod(token_grid), torch.device("cpu"))
     for i, (peaks, feats) in enumerate(volumes):
         candidates = scored_candidates(peaks, feats, scorer)
-        _fill_slots(out, i, candidates, slots, threshold, class_thresholds, head_shape, token_grid)
+        _fill_slots(
+            out,
+            i,
+            candidates,
+            slots,
+            threshold,
+            class_thresholds,
+            head_shape,
+            token_grid,
+            places=places,
+        )
     return out
 
 
@@ -469,19 +491,29 @@ def _read_peak(
     scaling: str,
     vmax: float,
 ) -> tuple[int, float, int, int, float, float]:
-    """Everything the head reads at a peak: ``(type, avidity probability, fine location,
-    side, size mm, SUVmax)``."""
+    """Everything the head reads at a peak: ``(type, avidity probability, fine location
+    probabilities (len(FINE_NAMES),), side, size mm, SUVmax)`` — the place as
+    probabilities, decided once the type is (`place`); the side as if it were lateral."""
     t, avid = _read_class(dense, i, voxel)
     near = _near(i, voxel)
-    f = int(_mean_probs(torch.softmax(dense.fine[near].float(), dim=0)).argmax())
-    s = (
-        int(_mean_probs(torch.softmax(dense.side[near].float(), dim=0)).argmax())
-        if LATERAL_FINE[f]
-        else LATERALITIES.index("none")
-    )
+    fine = _mean_probs(torch.softmax(dense.fine[near].float(), dim=0)).cpu()
+    s = int(_mean_probs(torch.softmax(dense.side[near].float(), dim=0)).argmax())
     size = float(torch.exp(dense.log_size[near[:1] + near[2:]].float().mean()))
     suv = _suvmax(pet[i], seg[i], voxel, scale, scaling, vmax)
-    return t, avid, f, s, size, suv
+    return t, avid, fine, s, size, suv
+
+
+def place(
+    type_idx: int, fine: torch.Tensor, side: int, places: torch.Tensor | None = None
+) -> tuple[int, int]:
+    """A detection's fine location and side: the likeliest of the head's ``fine``
+    probabilities among the places its type may take (``places``, a (len(LESION_TYPES),
+    len(FINE_NAMES)) bool table, `ViPetConfig.slot_places`; None or a row without any:
+    all), and ``side`` where that place has sides, else "none"."""
+    if places is not None and bool(places[type_idx].any()):
+        fine = torch.where(places[type_idx].to(fine.device), fine, fine.new_tensor(-1.0))
+    f = int(fine.argmax())
+    return f, side if LATERAL_FINE[f] else LATERALITIES.index("none")
 
 
 def _suvmax(

@@ -249,6 +249,7 @@ class ViPetModel(PreTrainedModel):
                 flat(ct)[:, 0],
                 self.region_indices(b, regions) if self.candidate_scorer is not None else None,
                 self.candidate_scorer,
+                self._place_table(),
             )
         return VisionOutput(fused, grid, tuple(ct.shape[2:]), dense, detections)
 
@@ -264,6 +265,10 @@ class ViPetModel(PreTrainedModel):
     def _class_thresholds(self) -> torch.Tensor | None:
         table = self.config.class_threshold_table()
         return None if table is None else torch.tensor(table)
+
+    def _place_table(self) -> torch.Tensor | None:
+        table = self.config.place_table()
+        return None if table is None else torch.tensor(table, dtype=torch.bool)
 
     def visual_tokens(
         self,

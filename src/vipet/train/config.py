@@ -167,6 +167,14 @@ class TrainConfig:
     the peaks the trained head gives on ``train_split`` (`vipet.inference.rescore`; the
     same as ``vipet calibrate --fit-scorer`` afterwards). Needs ``calibrate_slots``: the
     thresholds then apply to the scorer's output."""
+    fit_places: bool = False
+    """After training and before the calibration, list the fine locations each lesion
+    type takes on ``train_split`` and store them in the saved model: a detection is then
+    placed at the head's likeliest location among its type's (`vipet.inference.places`;
+    the same as ``vipet calibrate --fit-places`` afterwards). Needs ``calibrate_slots``.
+    Why: the head reads type and place from separate maps and pairs them as no report
+    does (a node "in the upper lobe"); the language model rewrites such a slot as another
+    finding, and the type the head had right is lost (docs/training.md, run 34)."""
     fit_yes_no: bool = False
     """Last, fit the yes/no head on ``train_split``: which of "yes" and "no" to answer,
     read off the LM's state under the saved model's own detections
@@ -244,6 +252,12 @@ class TrainConfig:
             raise ValueError("calibrate_slots tunes on the validation split: set val_split")
         if not isinstance(self.fit_scorer, bool):
             raise ValueError(f"fit_scorer must be true or false, got {self.fit_scorer!r}")
+        if not isinstance(self.fit_places, bool):
+            raise ValueError(f"fit_places must be true or false, got {self.fit_places!r}")
+        if self.fit_places and not self.calibrate_slots:
+            raise ValueError(
+                "fit_places needs calibrate_slots: the thresholds are tuned on the placed slots"
+            )
         if not isinstance(self.fit_yes_no, bool):
             raise ValueError(f"fit_yes_no must be true or false, got {self.fit_yes_no!r}")
         if self.fit_scorer and not self.calibrate_slots:

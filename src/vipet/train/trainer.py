@@ -56,7 +56,7 @@ from vipet.data.dataset import RegionCountBatchSampler, ViPetDataset, collate
 from vipet.data.prompts import IGNORE_INDEX
 from vipet.data.tokenizer import FINDING_TOKEN
 from vipet.data.vision import VisionCrops, collate_crops
-from vipet.errors import ConfigError
+from vipet.errors import ConfigError, InputError
 from vipet.io.atomic import atomic_output, atomic_write_bytes
 from vipet.model.checkpoint import save_vipet
 from vipet.model.diag_head import (
@@ -886,6 +886,7 @@ def _fit_detector(state: State) -> None:
         raw.candidate_scorer = fitted.candidate_scorer.to(d.device).eval().requires_grad_(False)
     raw.config.candidate_scorer = fitted.config.candidate_scorer
     raw.config.slot_thresholds = fitted.config.slot_thresholds
+    raw.config.slot_places = fitted.config.slot_places
 
 
 def _detector_fitted(state: State) -> bool:
@@ -1111,12 +1112,26 @@ def _calibrate(
     """Per-class slot thresholds on the validation split, into the saved model; the
     result also in ``out_dir/calibration.json`` (with ``fit_scorer``, the candidate
     scorer fitted on the training split first, its fit in ``out_dir/scorer.json``;
-    ``book``: the examples of the training volumes the language phase encoded). Returns
+    ``book``: the examples of the training volumes the language phase encoded; with
+    ``fit_places``, the places of each type first, in ``out_dir/places.json``). Returns
     the saved model and its tokenizer as they now are on disk."""
     from vipet.inference.calibrate import calibrate_model, calibration_table
     from vipet.model.checkpoint import load_vipet
 
     loaded = load_vipet(model_dir)
+    if cfg.fit_places:
+        from vipet.inference.places import fit_places_model, places_table
+
+        try:
+            placed = fit_places_model(model_dir, Path(data_root), cfg.train_split, loaded=loaded)
+        except InputError as exc:  # no lesion lists: the slots keep the head's own places
+            rank_print(d, f"places not fitted: {exc}")
+        else:
+            atomic_write_bytes(
+                Path(cfg.out_dir) / "places.json",
+                (json.dumps(placed.to_dict(), indent=2) + "\n").encode(),
+            )
+            rank_print(d, places_table(placed))
     if cfg.fit_scorer:
         from vipet.inference.rescore import fit_scorer_model, scorer_table
 

@@ -1,0 +1,124 @@
+"""Where each lesion type may be placed, read off the training split's lesions.
+
+The findings head reads a peak's type and its fine location from two separate maps, so
+on its own it may pair them as no report ever does: a hypermetabolic focus "in the
+pleura", a lymph node "in the upper lobe", a nodule "in the pleura" (run 33 of
+docs/training.md: 32 of its 198 test detections). The language model was taught on
+slots built from real lesions, has never seen such a slot written, and rewrites it as
+some finding it knows — a mass in the lung, a ground-glass opacity — so the type the head
+had right is lost from the report. `fit_places` lists, per type, the fine locations the
+training split's lesions of that type take; `vipet.model.findings_slots.place` then puts
+a detection at the head's likeliest location among its type's. It changes no weight and
+no type: only where a detection is said to be.
+
+    vipet calibrate --checkpoint runs/cpu-small/model --data DATA --fit-places
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from vipet.errors import InputError
+from vipet.io.atomic import atomic_write_bytes
+from vipet.model.diag_head import FINE_NAMES
+from vipet.reports.schema import LESION_TYPES
+
+
+@dataclass
+class Places:
+    places: dict[str, list[str]]
+    """Per type seen, its fine locations (`FINE_NAMES` order)."""
+    counts: dict[str, dict[str, int]]
+    """Per type, lesions at each of its locations."""
+    studies: int
+    lesions: int
+    split: str = "train"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fit_places(
+    lesions_by_study: Mapping[str, Iterable[Mapping[str, Any]] | None], split: str = "train"
+) -> Places:
+    """The fine locations each lesion type takes among ``lesions_by_study`` (lesions
+    with a known type and fine location; others are skipped)."""
+    counts: dict[str, Counter[str]] = {}
+    n = 0
+    for lesions in lesions_by_study.values():
+        for les in lesions or ():
+            kind, fine = les.get("type"), les.get("location_detail")
+            if kind in LESION_TYPES and fine in FINE_NAMES:
+                counts.setdefault(kind, Counter())[fine] += 1
+                n += 1
+    ordered = [k for k in LESION_TYPES if k in counts]
+    return Places(
+        places={k: [f for f in FINE_NAMES if counts[k][f]] for k in ordered},
+        counts={k: {f: counts[k][f] for f in FINE_NAMES if counts[k][f]} for k in ordered},
+        studies=len(lesions_by_study),
+        lesions=n,
+        split=split,
+    )
+
+
+def write_places(model_dir: Path, places: Mapping[str, list[str]]) -> Path:
+    """Set ``slot_places`` in a saved model's config.json (atomically)."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise InputError("not a saved ViPET model (no config.json)", path)
+    try:
+        cfg = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"config.json is not JSON ({exc.msg})", path) from None
+    cfg["slot_places"] = dict(places) or None
+    atomic_write_bytes(path, (json.dumps(cfg, indent=2, sort_keys=True) + "\n").encode())
+    return path
+
+
+def fit_places_model(
+    model_dir: Path,
+    data: Path,
+    split: str = "train",
+    write: bool = True,
+    loaded: tuple[Any, Any] | None = None,
+) -> Places:
+    """Fit the places on ``split``'s lesion lists and (``write``) store them in the saved
+    model at ``model_dir`` (and in ``loaded``'s model, when given, so a later fit on it
+    detects with them). A dataset without lesion lists is refused: nothing to fit."""
+    from vipet.evaluation.runner import references, split_ids
+
+    ids = split_ids(Path(data), split)
+    refs = references(Path(data), ids, "en")
+    fit = fit_places({sid: refs[sid]["lesions"] for sid in ids}, split)
+    if not fit.lesions:
+        raise InputError(
+            f"no lesion of the {split} split has a type and fine location to fit places on",
+            Path(data),
+        )
+    if write:
+        write_places(model_dir, fit.places)
+        if loaded is not None:
+            loaded[0].config.slot_places = dict(fit.places)
+    return fit
+
+
+def places_table(fit: Places) -> str:
+    """Markdown: each type's places with their lesion counts."""
+    lines = [
+        f"places fitted on {fit.lesions} lesions of {fit.studies} {fit.split} studies:",
+        "",
+        "| type | lesions | places |",
+        "|---|---|---|",
+    ]
+    for kind, where in fit.counts.items():
+        lines.append(
+            f"| {kind} | {sum(where.values())} | "
+            + ", ".join(f"{f} ({n})" for f, n in where.items())
+            + " |"
+        )
+    return "\n".join(lines)
