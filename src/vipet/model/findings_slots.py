@@ -13,7 +13,11 @@ units of mm, each one-hot) and as a log value; and its position in the region. D
 because the tokenizer reads numbers digit by digit and a small language model copies a
 one-hot digit into a digit token far more easily than it decodes a float. Decisions,
 not probabilities: the head's most likely type, location and side — so what the LM reads
-at inference looks exactly like the ground truth it was taught on.
+at inference looks exactly like the ground truth it was taught on. The location is the
+likeliest among those the type takes in the training lesions when the model has them
+(`place`, `ViPetConfig.slot_places`): the type and location maps each decide alone, and a
+pair no report holds (a lymph node "in the upper lobe") is a slot the LM never learnt to
+write, which it rewrites as another finding.
 
 **Measured, not guessed**: a detection's SUVmax is the highest PET value around its peak
 (inside the head's lesion segmentation where there is one), turned back into SUV with
@@ -490,7 +494,7 @@ def _read_peak(
     scale: list[int],
     scaling: str,
     vmax: float,
-) -> tuple[int, float, int, int, float, float]:
+) -> tuple[int, float, torch.Tensor, int, float, float]:
     """Everything the head reads at a peak: ``(type, avidity probability, fine location
     probabilities (len(FINE_NAMES),), side, size mm, SUVmax)`` — the place as
     probabilities, decided once the type is (`place`); the side as if it were lateral."""
