@@ -556,8 +556,8 @@ def calibrate(
         bool,
         typer.Option(
             "--fit-places",
-            help="First list where each lesion type lies on the train split (saves the "
-            "model): a detection is placed among its type's locations.",
+            help="First list where each lesion type lies in each region on the train split "
+            "(saves the model): a detection is placed among its type's locations there.",
         ),
     ] = False,
     fit_yes_no: Annotated[

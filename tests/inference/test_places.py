@@ -13,16 +13,16 @@ from vipet.inference.places import fit_places, fit_places_model, places_table, w
 from vipet.model.config import ViPetConfig
 from vipet.model.diag_head import FINE_NAMES, OUTPUTS, DenseFindings
 from vipet.model.findings_slots import detect, place
-from vipet.reports.schema import FINE_LOCATIONS, LATERALITIES, LESION_TYPES
+from vipet.reports.schema import FINE_LOCATIONS, LATERALITIES, LESION_TYPES, REGIONS
 
 NODE, NODULE = LESION_TYPES.index("lymph_node"), LESION_TYPES.index("nodule")
 
 
-def _les(kind: str, fine: str | None) -> dict:
-    return {"type": kind, "location_detail": fine}
+def _les(kind: str, fine: str | None, region: str | None = "chest") -> dict:
+    return {"type": kind, "location_detail": fine, "region": region}
 
 
-def test_fit_places_lists_each_types_locations_in_table_order() -> None:
+def test_fit_places_lists_each_types_locations_per_region_in_table_order() -> None:
     fit = fit_places(
         {
             "a": [
@@ -32,33 +32,49 @@ def test_fit_places_lists_each_types_locations_in_table_order() -> None:
             ],
             "b": [_les("nodule", "liver"), _les("lymph_node", "hilar"), _les("nodule", None)],
             "c": None,  # a study without a lesion list
-            "d": [_les("cyst", "liver"), _les("nodule", "kidney")],  # unknown type, place
+            "d": [_les("cyst", "liver"), _les("nodule", "kidney"), _les("nodule", "liver", None)],
+            "e": [_les("lymph_node", "iliac", "abdomen_pelvis")],
         }
     )
-    # types in LESION_TYPES order, places in FINE_NAMES order (lung_upper before liver)
+    # regions in REGIONS order, types in LESION_TYPES order, places in FINE_NAMES order
     assert fit.places == {
-        "lymph_node": ["hilar"],
-        "nodule": ["lung_upper", "liver"],
-        "effusion": ["pleura"],
+        "chest": {
+            "lymph_node": ["hilar"],
+            "nodule": ["lung_upper", "liver"],
+            "effusion": ["pleura"],
+        },
+        "abdomen_pelvis": {"lymph_node": ["iliac"]},
     }
-    assert fit.counts["nodule"] == {"lung_upper": 1, "liver": 2}
-    assert (fit.studies, fit.lesions) == (4, 5)
-    assert "| nodule | 3 | lung_upper (1), liver (2) |" in places_table(fit)
+    assert list(fit.places) == ["chest", "abdomen_pelvis"]
+    assert fit.counts["chest"]["nodule"] == {"lung_upper": 1, "liver": 2}
+    assert (fit.studies, fit.lesions) == (5, 6)
+    assert "| chest | nodule | 3 | lung_upper (1), liver (2) |" in places_table(fit)
 
 
 def test_config_place_table_and_its_errors() -> None:
-    cfg = ViPetConfig(slot_places={"nodule": ["liver", "lung_lower"]})
+    cfg = ViPetConfig(slot_places={"chest": {"nodule": ["liver", "lung_lower"]}})
     table = cfg.place_table()
-    assert len(table) == len(LESION_TYPES) and len(table[0]) == len(FINE_NAMES)
-    assert [FINE_NAMES[i] for i, ok in enumerate(table[NODULE]) if ok] == ["lung_lower", "liver"]
-    assert all(table[NODE])  # a type not named may lie anywhere
+    assert len(table) == len(REGIONS) and len(table[0]) == len(LESION_TYPES)
+    assert len(table[0][0]) == len(FINE_NAMES)
+    chest = table[REGIONS.index("chest")]
+    assert [FINE_NAMES[i] for i, ok in enumerate(chest[NODULE]) if ok] == ["lung_lower", "liver"]
+    assert all(chest[NODE])  # a type not named may lie anywhere
+    assert all(table[REGIONS.index("head_neck")][NODULE])  # and so may a region's
     assert ViPetConfig().place_table() is None
-    with pytest.raises(ValueError, match="unknown lesion type 'nodules'"):
-        ViPetConfig(slot_places={"nodules": ["liver"]})
+    with pytest.raises(ValueError, match="'thorax' is not a region"):
+        ViPetConfig(slot_places={"thorax": {"nodule": ["liver"]}})
+    with pytest.raises(ValueError, match="is not a region with a table"):
+        ViPetConfig(slot_places={"chest": ["liver"]})
+    with pytest.raises(ValueError, match=r"'nodules'.*unknown lesion type"):
+        ViPetConfig(slot_places={"chest": {"nodules": ["liver"]}})
     with pytest.raises(ValueError, match=r"unknown locations \['kidney'\]"):
-        ViPetConfig(slot_places={"nodule": ["liver", "kidney"]})
+        ViPetConfig(slot_places={"chest": {"nodule": ["liver", "kidney"]}})
     with pytest.raises(ValueError, match="non-empty list"):
-        ViPetConfig(slot_places={"nodule": "liver"})
+        ViPetConfig(slot_places={"chest": {"nodule": "liver"}})
+
+
+def _table(places: dict) -> torch.Tensor:
+    return torch.tensor(ViPetConfig(slot_places=places).place_table())
 
 
 def test_place_takes_the_likeliest_location_its_type_may_take() -> None:
@@ -68,13 +84,13 @@ def test_place_takes_the_likeliest_location_its_type_may_take() -> None:
     probs[FINE_NAMES.index("lung_lower")] = 0.1
     right, none = LATERALITIES.index("right"), LATERALITIES.index("none")
     assert place(NODULE, probs, right) == (FINE_NAMES.index("pleura"), right)
-    table = torch.tensor(ViPetConfig(slot_places={"nodule": ["lung_lower", "liver"]}).place_table())
+    table = _table({"chest": {"nodule": ["lung_lower", "liver"]}})[REGIONS.index("chest")]
     # the liver has no side: "none", whatever the side map says
     assert place(NODULE, probs, right, table) == (FINE_NAMES.index("liver"), none)
     # a type the table leaves open keeps the head's own place
     assert place(NODE, probs, right, table)[0] == FINE_NAMES.index("pleura")
     # a place with sides keeps the side read
-    only_lung = torch.tensor(ViPetConfig(slot_places={"nodule": ["lung_lower"]}).place_table())
+    only_lung = _table({"chest": {"nodule": ["lung_lower"]}})[REGIONS.index("chest")]
     assert place(NODULE, probs, right, only_lung) == (FINE_NAMES.index("lung_lower"), right)
 
 
@@ -98,10 +114,9 @@ def test_detect_places_each_detection_among_its_types_locations() -> None:
         "lung_upper",
         "left",
     )
-    table = torch.tensor(
-        ViPetConfig(slot_places={"lymph_node": ["hilar", "cervical"]}).place_table()
-    )
-    (placed,) = detect(dense, pet, (1, 2, 2), 4, 0.3, places=table).attributes[0]
+    table = _table({"chest": {"lymph_node": ["hilar", "cervical"]}})
+    chest, head = [REGIONS.index("chest")], [REGIONS.index("head_neck")]
+    (placed,) = detect(dense, pet, (1, 2, 2), 4, 0.3, regions=chest, places=table).attributes[0]
     assert (placed["location_detail"], placed["location"], placed["laterality"]) == (
         "hilar",
         FINE_LOCATIONS["hilar"].location,
@@ -110,15 +125,20 @@ def test_detect_places_each_detection_among_its_types_locations() -> None:
     assert {k: v for k, v in placed.items() if "location" not in k} == {
         k: v for k, v in own.items() if "location" not in k
     }
+    # the same peak in the head-neck volume, where the table names no place for nodes
+    (there,) = detect(dense, pet, (1, 2, 2), 4, 0.3, regions=head, places=table).attributes[0]
+    assert there == own
     with pytest.raises(ValueError, match="places must be"):
-        detect(dense, pet, (1, 2, 2), 4, 0.3, places=table[:3])
+        detect(dense, pet, (1, 2, 2), 4, 0.3, regions=chest, places=table[0])
+    with pytest.raises(ValueError, match="places are per region"):
+        detect(dense, pet, (1, 2, 2), 4, 0.3, places=table)
 
 
 def test_write_places_and_fit_places_model(tmp_path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "vipet"}))
-    write_places(tmp_path, {"nodule": ["liver"]})
+    write_places(tmp_path, {"chest": {"nodule": ["liver"]}})
     assert json.loads((tmp_path / "config.json").read_text())["slot_places"] == {
-        "nodule": ["liver"]
+        "chest": {"nodule": ["liver"]}
     }
     with pytest.raises(InputError, match=r"no config\.json"):
         write_places(tmp_path / "none", {})
@@ -132,7 +152,7 @@ def test_write_places_and_fit_places_model(tmp_path) -> None:
             json.dumps({"id": sid, "lesions": lesions})
         )
     fit = fit_places_model(tmp_path, data)
-    assert fit.places == {"effusion": ["pleura"]}
+    assert fit.places == {"chest": {"effusion": ["pleura"]}}
     assert json.loads((tmp_path / "config.json").read_text())["slot_places"] == fit.places
     with pytest.raises(InputError, match="no lesion of the val split"):
         fit_places_model(tmp_path, data, "val")

@@ -650,9 +650,12 @@ def test_fit_places_before_the_calibration(tok, data, tmp_path, capsys) -> None:
     assert model.config.slot_places == want
     ds, val_ids, _ = load_split(data[0], data[1], "val", model, tok2)
     found = candidates(model, ds, val_ids, floor=0.0, max_per_volume=8, progress=False)
-    placed = [c.finding for cands in found.values() for c in cands]
-    assert placed  # every peak of the untrained head, each at a place of its type
-    assert all(a["location_detail"] in want.get(a["type"], [a["location_detail"]]) for a in placed)
+    placed = [(c.region, c.finding) for cands in found.values() for c in cands]
+    assert placed  # every peak of the untrained head, each at a place of its type there
+    assert all(
+        a["location_detail"] in want.get(r, {}).get(a["type"], [a["location_detail"]])
+        for r, a in placed
+    )
     args = ["calibrate", "--checkpoint", str(out / "model"), "--data", str(data[0])]
     assert main([*args, "--cache", str(data[1]), "--fit-places", "--dry-run"]) == 1
     assert "not with --dry-run" in capsys.readouterr().err

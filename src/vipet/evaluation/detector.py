@@ -110,7 +110,7 @@ def candidates(
             model.config.pet_vmax,
             None,
             e.ct[:, 0],
-            model.region_indices() if model.candidate_scorer is not None else None,
+            model.region_indices() if model._needs_regions() else None,
             model.candidate_scorer,
             model._place_table(),
         )

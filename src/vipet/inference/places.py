@@ -3,13 +3,15 @@
 The findings head reads a peak's type and its fine location from two separate maps, so
 on its own it may pair them as no report ever does: a hypermetabolic focus "in the
 pleura", a lymph node "in the upper lobe", a nodule "in the pleura" (run 33 of
-docs/training.md: 32 of its 198 test detections). The language model was taught on
-slots built from real lesions, has never seen such a slot written, and rewrites it as
-some finding it knows — a mass in the lung, a ground-glass opacity — so the type the head
-had right is lost from the report. `fit_places` lists, per type, the fine locations the
-training split's lesions of that type take; `vipet.model.findings_slots.place` then puts
-a detection at the head's likeliest location among its type's. It changes no weight and
-no type: only where a detection is said to be.
+docs/training.md: 32 of its 198 test detections), or a paratracheal node in the
+abdomen's volume (run 35: 5 of them). The language model was taught on slots built from
+real lesions, has never seen such a slot written, and rewrites it as some finding it
+knows — a mass in the lung, a focus in the iliac bone — so the type the head had right is
+lost from the report. `fit_places` lists, per region volume and type, the fine locations
+the training split's lesions take (a lesion counts for the volume it is filed under,
+`Lesion.region`); `vipet.model.findings_slots.place` then puts a detection at the head's
+likeliest location among its type's in its volume. It changes no weight and no type:
+only where a detection is said to be.
 
     vipet calibrate --checkpoint runs/cpu-small/model --data DATA --fit-places
 """
@@ -26,15 +28,15 @@ from typing import Any
 from vipet.errors import InputError
 from vipet.io.atomic import atomic_write_bytes
 from vipet.model.diag_head import FINE_NAMES
-from vipet.reports.schema import LESION_TYPES
+from vipet.reports.schema import LESION_TYPES, REGIONS
 
 
 @dataclass
 class Places:
-    places: dict[str, list[str]]
-    """Per type seen, its fine locations (`FINE_NAMES` order)."""
-    counts: dict[str, dict[str, int]]
-    """Per type, lesions at each of its locations."""
+    places: dict[str, dict[str, list[str]]]
+    """Per region and type seen there, its fine locations (`FINE_NAMES` order)."""
+    counts: dict[str, dict[str, dict[str, int]]]
+    """Per region and type, lesions at each of its locations."""
     studies: int
     lesions: int
     split: str = "train"
@@ -46,27 +48,29 @@ class Places:
 def fit_places(
     lesions_by_study: Mapping[str, Iterable[Mapping[str, Any]] | None], split: str = "train"
 ) -> Places:
-    """The fine locations each lesion type takes among ``lesions_by_study`` (lesions
-    with a known type and fine location; others are skipped)."""
-    counts: dict[str, Counter[str]] = {}
+    """The fine locations each lesion type takes in each region's volume among
+    ``lesions_by_study`` (lesions with a known region, type and fine location; others
+    are skipped)."""
+    counts: dict[tuple[str, str], Counter[str]] = {}
     n = 0
     for lesions in lesions_by_study.values():
         for les in lesions or ():
-            kind, fine = les.get("type"), les.get("location_detail")
-            if kind in LESION_TYPES and fine in FINE_NAMES:
-                counts.setdefault(kind, Counter())[fine] += 1
+            region, kind, fine = les.get("region"), les.get("type"), les.get("location_detail")
+            if region in REGIONS and kind in LESION_TYPES and fine in FINE_NAMES:
+                counts.setdefault((region, kind), Counter())[fine] += 1
                 n += 1
-    ordered = [k for k in LESION_TYPES if k in counts]
-    return Places(
-        places={k: [f for f in FINE_NAMES if counts[k][f]] for k in ordered},
-        counts={k: {f: counts[k][f] for f in FINE_NAMES if counts[k][f]} for k in ordered},
-        studies=len(lesions_by_study),
-        lesions=n,
-        split=split,
-    )
+    places: dict[str, dict[str, list[str]]] = {}
+    tally: dict[str, dict[str, dict[str, int]]] = {}
+    for region in REGIONS:
+        for kind in LESION_TYPES:
+            seen = counts.get((region, kind))
+            if seen:
+                places.setdefault(region, {})[kind] = [f for f in FINE_NAMES if seen[f]]
+                tally.setdefault(region, {})[kind] = {f: seen[f] for f in FINE_NAMES if seen[f]}
+    return Places(places, tally, len(lesions_by_study), n, split)
 
 
-def write_places(model_dir: Path, places: Mapping[str, list[str]]) -> Path:
+def write_places(model_dir: Path, places: Mapping[str, Mapping[str, list[str]]]) -> Path:
     """Set ``slot_places`` in a saved model's config.json (atomically)."""
     path = Path(model_dir) / "config.json"
     if not path.is_file():
@@ -97,7 +101,7 @@ def fit_places_model(
     fit = fit_places({sid: refs[sid]["lesions"] for sid in ids}, split)
     if not fit.lesions:
         raise InputError(
-            f"no lesion of the {split} split has a type and fine location to fit places on",
+            f"no lesion of the {split} split has a region, type and fine location to fit places on",
             Path(data),
         )
     if write:
@@ -108,17 +112,18 @@ def fit_places_model(
 
 
 def places_table(fit: Places) -> str:
-    """Markdown: each type's places with their lesion counts."""
+    """Markdown: each region's types and their places with their lesion counts."""
     lines = [
         f"places fitted on {fit.lesions} lesions of {fit.studies} {fit.split} studies:",
         "",
-        "| type | lesions | places |",
-        "|---|---|---|",
+        "| region | type | lesions | places |",
+        "|---|---|---|---|",
     ]
-    for kind, where in fit.counts.items():
-        lines.append(
-            f"| {kind} | {sum(where.values())} | "
-            + ", ".join(f"{f} ({n})" for f, n in where.items())
-            + " |"
-        )
+    for region, kinds in fit.counts.items():
+        for kind, where in kinds.items():
+            lines.append(
+                f"| {region} | {kind} | {sum(where.values())} | "
+                + ", ".join(f"{f} ({n})" for f, n in where.items())
+                + " |"
+            )
     return "\n".join(lines)

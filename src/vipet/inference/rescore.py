@@ -152,6 +152,7 @@ class PeakBook:
             model.head_shape,
             token_grid,
             model._place_table(),
+            [REGIONS.index(r) for _, r in keys],
         )
 
     def examples(

@@ -21,7 +21,7 @@ from vipet.model.encoder3d import EncoderConfig
 from vipet.model.fusion import FUSIONS, FusionConfig
 from vipet.model.projector import ProjectorConfig
 from vipet.model.yes_no_head import YesNoConfig
-from vipet.reports.schema import LESION_TYPES
+from vipet.reports.schema import LESION_TYPES, REGIONS
 
 # A tiny Llama-style decoder: trains on a laptop CPU (see configs/ for real LMs).
 TINY_TEXT_CONFIG: dict[str, Any] = {
@@ -82,13 +82,15 @@ class ViPetConfig(PreTrainedConfig):
     ``"<type>/not_avid"`` (the class the head reads at the peak); classes not named keep
     ``slot_threshold``. Set by `vipet calibrate` on the validation split; no weight either."""
     slot_places: dict | None = None
-    """Per lesion type, the fine locations (`FINE_LOCATIONS` names) a detection of that
-    type may be placed at: the head's likeliest location among them (`vipet.model.
-    findings_slots.detect`). The head reads type and place from separate maps, so on its
-    own it may pair them as no report does (an effusion in the liver, a node in the lung):
-    a slot the language model has never seen written, which it rewrites as some other
-    finding. Types not named are placed anywhere. Set by `vipet calibrate --fit-places`
-    from the training split's lesions (`vipet.inference.places`); no weight."""
+    """Per region volume and lesion type, the fine locations (`FINE_LOCATIONS` names) a
+    detection of that type in that region's volume may be placed at: the head's
+    likeliest location among them (`vipet.model.findings_slots.detect`), keyed
+    ``{region: {type: [location, ...]}}``. The head reads type and place from separate
+    maps, so on its own it may pair them as no report does (a node "in the upper lobe",
+    a paratracheal node in the abdomen's volume): a slot the language model has never
+    seen written, which it rewrites as some other finding. A type not named for a region
+    is placed anywhere. Set by `vipet calibrate --fit-places` from the training split's
+    lesions (`vipet.inference.places`); no weight."""
     candidate_scorer: dict | None = None
     """Settings of the fitted second look at every heatmap peak
     (`vipet.model.candidate_scorer.ScorerConfig`); None: peaks are ranked by their heat.
@@ -201,28 +203,36 @@ class ViPetConfig(PreTrainedConfig):
             table[LESION_TYPES.index(kind)][AVIDITY.index(avidity)] = float(value)
         return table
 
-    def place_table(self) -> list[list[bool]] | None:
-        """``slot_places`` as a (len(LESION_TYPES), len(FINE_NAMES)) table of allowed
-        places (a type not named: all of them); None when there is none."""
+    def place_table(self) -> list[list[list[bool]]] | None:
+        """``slot_places`` as a (len(REGIONS), len(LESION_TYPES), len(FINE_NAMES)) table of
+        allowed places (a region or type not named: all of them); None when there is none."""
         if not self.slot_places:
             return None
-        table = [[True] * len(FINE_NAMES) for _ in LESION_TYPES]
-        for kind, places in self.slot_places.items():
-            if kind not in LESION_TYPES:
+        table = [[[True] * len(FINE_NAMES) for _ in LESION_TYPES] for _ in REGIONS]
+        for region, kinds in self.slot_places.items():
+            if region not in REGIONS or not isinstance(kinds, dict):
                 raise ValueError(
-                    f"slot_places: unknown lesion type {kind!r}; choose from {list(LESION_TYPES)}"
+                    f"slot_places: {region!r} is not a region with a table of types; write "
+                    f"{{region: {{type: [locations]}}}} with a region from {list(REGIONS)}"
                 )
-            if isinstance(places, str) or not isinstance(places, (list, tuple)) or not places:
-                raise ValueError(
-                    f"slot_places[{kind!r}] must be a non-empty list of locations, got {places!r}"
-                )
-            unknown = [p for p in places if p not in FINE_NAMES]
-            if unknown:
-                raise ValueError(
-                    f"slot_places[{kind!r}]: unknown locations {unknown}; choose from "
-                    f"{list(FINE_NAMES)}"
-                )
-            table[LESION_TYPES.index(kind)] = [name in places for name in FINE_NAMES]
+            for kind, places in kinds.items():
+                where = f"slot_places[{region!r}][{kind!r}]"
+                if kind not in LESION_TYPES:
+                    raise ValueError(
+                        f"{where}: unknown lesion type; choose from {list(LESION_TYPES)}"
+                    )
+                if isinstance(places, str) or not isinstance(places, (list, tuple)) or not places:
+                    raise ValueError(
+                        f"{where} must be a non-empty list of locations, got {places!r}"
+                    )
+                unknown = [p for p in places if p not in FINE_NAMES]
+                if unknown:
+                    raise ValueError(
+                        f"{where}: unknown locations {unknown}; choose from {list(FINE_NAMES)}"
+                    )
+                table[REGIONS.index(region)][LESION_TYPES.index(kind)] = [
+                    name in places for name in FINE_NAMES
+                ]
         return table
 
     @property

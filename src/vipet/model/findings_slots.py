@@ -60,7 +60,7 @@ from vipet.model.candidate_scorer import (
     peak_features,
 )
 from vipet.model.diag_head import FINE_NAMES, DenseFindings
-from vipet.reports.schema import FINE_LOCATIONS, LATERALITIES, LESION_TYPES, SECTIONS
+from vipet.reports.schema import FINE_LOCATIONS, LATERALITIES, LESION_TYPES, REGIONS, SECTIONS
 
 SECTION_KEYS: tuple[str, ...] = tuple(key for key, _, _ in SECTIONS)
 SLOT_FEATURES: int = len(LESION_TYPES) + 1 + len(FINE_NAMES) + len(LATERALITIES) + 31 + 21 + 3
@@ -211,8 +211,9 @@ def detect(
     is then ``1 − P(background)`` and its type and avidity the classifier's most likely
     class, and the thresholds apply to that score.
 
-    ``places`` (len(LESION_TYPES), len(FINE_NAMES)) bool: where each type may be placed
-    (`place`; `ViPetConfig.slot_places`)."""
+    ``places`` (len(REGIONS), len(LESION_TYPES), len(FINE_NAMES)) bool: where each type
+    may be placed in each region's volume (`place`; `ViPetConfig.slot_places`); it needs
+    ``regions`` too."""
     heat = torch.sigmoid(dense.heat.float())
     b, d0, h0, w0 = heat.shape
     if pet.dim() != 4 or pet.shape[0] != b:
@@ -221,10 +222,7 @@ def detect(
         raise ValueError(
             f"class_thresholds must be ({len(LESION_TYPES)}, 2), got {tuple(class_thresholds.shape)}"
         )
-    if places is not None and tuple(places.shape) != (len(LESION_TYPES), len(FINE_NAMES)):
-        raise ValueError(
-            f"places must be ({len(LESION_TYPES)}, {len(FINE_NAMES)}), got {tuple(places.shape)}"
-        )
+    _check_places(places, regions, b)
     floor = threshold if class_thresholds is None else float(class_thresholds.min())
     if scorer is not None:
         if ct is None or regions is None or len(regions) != b:
@@ -263,9 +261,19 @@ def detect(
             token_grid,
             partial(_read_class, dense, i),
             read,
-            places,
+            None if places is None else places[int(regions[i])],  # type: ignore[index]
         )
     return out
+
+
+def _check_places(places: torch.Tensor | None, regions: Sequence[int] | None, b: int) -> None:
+    shape = (len(REGIONS), len(LESION_TYPES), len(FINE_NAMES))
+    if places is None:
+        return
+    if tuple(places.shape) != shape:
+        raise ValueError(f"places must be {shape}, got {tuple(places.shape)}")
+    if regions is None or len(regions) != b:
+        raise ValueError("places are per region: give each volume's index in REGIONS (regions)")
 
 
 SlotCandidate = tuple[tuple[int, int, int], float, "tuple | None"]
@@ -371,12 +379,14 @@ def detections_from_peaks(
     head_shape: tuple[int, int, int],
     token_grid: tuple[int, int, int],
     places: torch.Tensor | None = None,
+    regions: Sequence[int] | None = None,
 ) -> Detections:
     """What `detect` with ``scorer`` gives for volumes whose maps are gone but whose
     candidate peaks were kept: per volume its peaks with the head's readout at each, and
     their scorer features (`scorer_inputs` with ``reads``). A scorer fitted, or
     thresholds calibrated, after the maps were dropped then still gives each volume the
     slots the saved model would (the training split's, `vipet.inference.yes_no`)."""
+    _check_places(places, regions, len(volumes))
     out = _empty(len(volumes), slots, math.prod(token_grid), torch.device("cpu"))
     for i, (peaks, feats) in enumerate(volumes):
         candidates = scored_candidates(peaks, feats, scorer)
@@ -389,7 +399,7 @@ def detections_from_peaks(
             class_thresholds,
             head_shape,
             token_grid,
-            places=places,
+            places=None if places is None else places[int(regions[i])],  # type: ignore[index]
         )
     return out
 
@@ -512,8 +522,8 @@ def place(
 ) -> tuple[int, int]:
     """A detection's fine location and side: the likeliest of the head's ``fine``
     probabilities among the places its type may take (``places``, a (len(LESION_TYPES),
-    len(FINE_NAMES)) bool table, `ViPetConfig.slot_places`; None or a row without any:
-    all), and ``side`` where that place has sides, else "none"."""
+    len(FINE_NAMES)) bool table, its region's of `ViPetConfig.place_table`; None or a row
+    without any: all), and ``side`` where that place has sides, else "none"."""
     if places is not None and bool(places[type_idx].any()):
         fine = torch.where(places[type_idx].to(fine.device), fine, fine.new_tensor(-1.0))
     f = int(fine.argmax())

@@ -247,7 +247,7 @@ class ViPetModel(PreTrainedModel):
                 self.config.pet_vmax,
                 self._class_thresholds(),
                 flat(ct)[:, 0],
-                self.region_indices(b, regions) if self.candidate_scorer is not None else None,
+                self.region_indices(b, regions) if self._needs_regions() else None,
                 self.candidate_scorer,
                 self._place_table(),
             )
@@ -265,6 +265,10 @@ class ViPetModel(PreTrainedModel):
     def _class_thresholds(self) -> torch.Tensor | None:
         table = self.config.class_threshold_table()
         return None if table is None else torch.tensor(table)
+
+    def _needs_regions(self) -> bool:
+        """Whether `detect` needs each volume's region: the scorer and the places read it."""
+        return self.candidate_scorer is not None or self.config.slot_places is not None
 
     def _place_table(self) -> torch.Tensor | None:
         table = self.config.place_table()

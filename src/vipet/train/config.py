@@ -169,12 +169,13 @@ class TrainConfig:
     thresholds then apply to the scorer's output."""
     fit_places: bool = False
     """After training and before the calibration, list the fine locations each lesion
-    type takes on ``train_split`` and store them in the saved model: a detection is then
-    placed at the head's likeliest location among its type's (`vipet.inference.places`;
+    type takes in each region's volume on ``train_split`` and store them in the saved
+    model: a detection is then placed at the head's likeliest location among its type's
+    there (`vipet.inference.places`;
     the same as ``vipet calibrate --fit-places`` afterwards). Needs ``calibrate_slots``.
     Why: the head reads type and place from separate maps and pairs them as no report
     does (a node "in the upper lobe"); the language model rewrites such a slot as another
-    finding, and the type the head had right is lost (docs/training.md, run 34)."""
+    finding, and the type the head had right is lost (docs/training.md, runs 34-37)."""
     fit_yes_no: bool = False
     """Last, fit the yes/no head on ``train_split``: which of "yes" and "no" to answer,
     read off the LM's state under the saved model's own detections
