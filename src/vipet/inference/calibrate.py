@@ -98,6 +98,12 @@ def _config_entry(thresholds: Mapping[str, float]) -> dict[str, float] | None:
 
 def write_thresholds(model_dir: Path, thresholds: Mapping[str, float]) -> Path:
     """Set ``slot_thresholds`` in a saved model's config.json (atomically)."""
+    return set_config_entry(model_dir, "slot_thresholds", _config_entry(thresholds))
+
+
+def set_config_entry(model_dir: Path, key: str, value: Any) -> Path:
+    """Set one entry of a saved model's config.json (atomically): the fits after
+    training that change no weight."""
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise InputError("not a saved ViPET model (no config.json)", path)
@@ -105,7 +111,7 @@ def write_thresholds(model_dir: Path, thresholds: Mapping[str, float]) -> Path:
         cfg = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise InputError(f"config.json is not JSON ({exc.msg})", path) from None
-    cfg["slot_thresholds"] = _config_entry(thresholds)
+    cfg[key] = value
     atomic_write_bytes(path, (json.dumps(cfg, indent=2, sort_keys=True) + "\n").encode())
     return path
 

@@ -18,7 +18,6 @@ only where a detection is said to be.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from vipet.errors import InputError
-from vipet.io.atomic import atomic_write_bytes
 from vipet.model.diag_head import FINE_NAMES
 from vipet.reports.schema import LESION_TYPES, REGIONS
 
@@ -72,16 +70,9 @@ def fit_places(
 
 def write_places(model_dir: Path, places: Mapping[str, Mapping[str, list[str]]]) -> Path:
     """Set ``slot_places`` in a saved model's config.json (atomically)."""
-    path = Path(model_dir) / "config.json"
-    if not path.is_file():
-        raise InputError("not a saved ViPET model (no config.json)", path)
-    try:
-        cfg = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"config.json is not JSON ({exc.msg})", path) from None
-    cfg["slot_places"] = dict(places) or None
-    atomic_write_bytes(path, (json.dumps(cfg, indent=2, sort_keys=True) + "\n").encode())
-    return path
+    from vipet.inference.calibrate import set_config_entry
+
+    return set_config_entry(model_dir, "slot_places", dict(places) or None)
 
 
 def fit_places_model(
