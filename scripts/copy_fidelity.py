@@ -36,6 +36,12 @@ def main() -> None:
     ap.add_argument("detections", type=Path, help="vision_diagnostics.py --json output")
     ap.add_argument("predictions", type=Path, help="the evaluation's predictions.jsonl")
     ap.add_argument("--lang", default="vi")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        help="the dataset: also count the detections at a place no training lesion of their "
+        "type takes (by type, and by region and type; `vipet.inference.places`)",
+    )
     args = ap.parse_args()
 
     det = json.loads(args.detections.read_text())["detections"]
@@ -73,9 +79,32 @@ def main() -> None:
         "dropped",
     ):
         print(f"  {key:18s} {counts[key]}")
+    if args.data is not None:
+        _unseen_places(det, args.data)
     print("most frequent changes:")
     for key, n in confusion.most_common(15):
         print(f"  {n:4d}  {key}")
+
+
+def _unseen_places(det: dict, data: Path) -> None:
+    """How many detections pair type and place as no training lesion does."""
+    from vipet.evaluation.runner import references, split_ids
+    from vipet.inference.places import fit_places
+
+    ids = split_ids(data, "train")
+    refs = references(data, ids, "en")
+    places = fit_places({sid: refs[sid]["lesions"] for sid in ids}).places
+    by_type: dict[str, set[str]] = {}
+    for kinds in places.values():
+        for kind, where in kinds.items():
+            by_type.setdefault(kind, set()).update(where)
+    found = [d for ds in det.values() for d in ds]
+    off_type = sum(d["location_detail"] not in by_type.get(d["type"], ()) for d in found)
+    off_region = sum(
+        d["location_detail"] not in places.get(d["region"], {}).get(d["type"], ()) for d in found
+    )
+    print(f"  at a place no training lesion of the type takes: {off_type}")
+    print(f"  ... of the type in that region's volume:        {off_region}")
 
 
 if __name__ == "__main__":

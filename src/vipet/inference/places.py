@@ -4,7 +4,7 @@ The findings head reads a peak's type and its fine location from two separate ma
 on its own it may pair them as no report ever does: a hypermetabolic focus "in the
 pleura", a lymph node "in the upper lobe", a nodule "in the pleura" (run 33 of
 docs/training.md: 32 of its 198 test detections), or a paratracheal node in the
-abdomen's volume (run 35: 5 of them). The language model was taught on slots built from
+abdomen's volume (run 35: 6 of them). The language model was taught on slots built from
 real lesions, has never seen such a slot written, and rewrites it as some finding it
 knows — a mass in the lung, a focus in the iliac bone — so the type the head had right is
 lost from the report. `fit_places` lists, per region volume and type, the fine locations
@@ -31,16 +31,22 @@ from vipet.reports.schema import LESION_TYPES, REGIONS
 
 @dataclass
 class Places:
-    places: dict[str, dict[str, list[str]]]
-    """Per region and type seen there, its fine locations (`FINE_NAMES` order)."""
     counts: dict[str, dict[str, dict[str, int]]]
-    """Per region and type, lesions at each of its locations."""
+    """Per region and type seen there, lesions at each of its locations (`FINE_NAMES`
+    order)."""
     studies: int
     lesions: int
     split: str = "train"
 
+    @property
+    def places(self) -> dict[str, dict[str, list[str]]]:
+        """Per region and type seen there, its fine locations (`ViPetConfig.slot_places`)."""
+        return {
+            r: {k: list(where) for k, where in kinds.items()} for r, kinds in self.counts.items()
+        }
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"places": self.places, **asdict(self)}
 
 
 def fit_places(
@@ -57,15 +63,13 @@ def fit_places(
             if region in REGIONS and kind in LESION_TYPES and fine in FINE_NAMES:
                 counts.setdefault((region, kind), Counter())[fine] += 1
                 n += 1
-    places: dict[str, dict[str, list[str]]] = {}
     tally: dict[str, dict[str, dict[str, int]]] = {}
     for region in REGIONS:
         for kind in LESION_TYPES:
             seen = counts.get((region, kind))
             if seen:
-                places.setdefault(region, {})[kind] = [f for f in FINE_NAMES if seen[f]]
                 tally.setdefault(region, {})[kind] = {f: seen[f] for f in FINE_NAMES if seen[f]}
-    return Places(places, tally, len(lesions_by_study), n, split)
+    return Places(tally, len(lesions_by_study), n, split)
 
 
 def write_places(model_dir: Path, places: Mapping[str, Mapping[str, list[str]]]) -> Path:

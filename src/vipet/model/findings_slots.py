@@ -261,7 +261,7 @@ def detect(
             token_grid,
             partial(_read_class, dense, i),
             read,
-            None if places is None else places[int(regions[i])],  # type: ignore[index]
+            _region_places(places, regions, i),
         )
     return out
 
@@ -274,6 +274,13 @@ def _check_places(places: torch.Tensor | None, regions: Sequence[int] | None, b:
         raise ValueError(f"places must be {shape}, got {tuple(places.shape)}")
     if regions is None or len(regions) != b:
         raise ValueError("places are per region: give each volume's index in REGIONS (regions)")
+
+
+def _region_places(
+    places: torch.Tensor | None, regions: Sequence[int] | None, i: int
+) -> torch.Tensor | None:
+    """Volume ``i``'s (len(LESION_TYPES), len(FINE_NAMES)) slice of ``places``."""
+    return None if places is None or regions is None else places[int(regions[i])]
 
 
 SlotCandidate = tuple[tuple[int, int, int], float, "tuple | None"]
@@ -390,6 +397,7 @@ def detections_from_peaks(
     out = _empty(len(volumes), slots, math.prod(token_grid), torch.device("cpu"))
     for i, (peaks, feats) in enumerate(volumes):
         candidates = scored_candidates(peaks, feats, scorer)
+        where = _region_places(places, regions, i)
         _fill_slots(
             out,
             i,
@@ -399,7 +407,7 @@ def detections_from_peaks(
             class_thresholds,
             head_shape,
             token_grid,
-            places=None if places is None else places[int(regions[i])],  # type: ignore[index]
+            places=where,
         )
     return out
 
