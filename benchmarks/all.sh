@@ -25,6 +25,7 @@ run benchmarks/preprocess.py --repeats 3 --json "$OUT/preprocess.json"
 run benchmarks/train_throughput.py --config configs/cpu-small.yaml --data "$DATA" \
     --cache "$CACHE" --weights "$MODEL" --json "$OUT/train_throughput.json"
 run benchmarks/head_level.py --json "$OUT/head_level.json"
+run benchmarks/precision.py --repeats 1 --json "$OUT/precision.json"
 run benchmarks/generation.py --preset cpu-small --json "$OUT/generation.json"
 run benchmarks/inference.py --checkpoint "$MODEL" --data "$DATA" --json "$OUT/inference.json"
 run benchmarks/serve_load.py --checkpoint "$MODEL" --json "$OUT/serve_load.json"

@@ -107,7 +107,7 @@ def main() -> None:
     weights, tok = weights_and_tokenizer(args.weights, args.data)
     run = load_config(TrainConfig, args.config, list(args.overrides))
     cfg = bench_config(args.config, args.split, *args.overrides)
-    precision = cfg.precision if cfg.precision in DTYPES else "fp32"
+    precision = T.run_precision(cfg.precision, torch.device("cpu"))  # fp32 without native bf16
     peaks = {name: matmul_peak(dtype) for name, dtype in DTYPES.items()}
     peak = peaks[precision]
     state = T.setup(cfg, tok, args.data, args.cache)

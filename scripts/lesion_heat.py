@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vipet.model.vipet import vision_autocast
 from vipet.reports.schema import LESION_TYPES
 
 
@@ -96,7 +97,7 @@ def main() -> None:
     ds, ids, _ = load_split(args.data, args.cache, args.split, model, tok, args.max_studies)
     regions = list(model.config.regions)
     rows: list[dict[str, Any]] = []
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), vision_autocast():  # bf16 where native, as evaluation encodes
         for sid in ids:
             chosen, ct, pet = region_volumes(ds, sid, regions)
             _, _, dense = model._encode(ct, pet)

@@ -278,19 +278,24 @@ def test_token_lesion_loss_and_a_fixed_validation_subset(tok, data, tmp_path) ->
 
 
 @pytest.mark.parametrize(
-    ("device", "precision", "dtype"),
+    ("device", "native_bf16", "precision", "dtype"),
     [
-        ("cpu", "bf16", torch.bfloat16),
-        ("cpu", "fp16", None),
-        ("cpu", "fp32", None),
-        ("cuda", "fp16", torch.float16),
+        ("cpu", True, "bf16", torch.bfloat16),
+        ("cpu", False, "bf16", None),  # emulated bf16 is ~190x slower than fp32: fp32
+        ("cpu", True, "fp16", None),
+        ("cpu", True, "fp32", None),
+        ("cuda", False, "fp16", torch.float16),
     ],
 )
-def test_autocast_by_device_and_precision(device, precision, dtype) -> None:
+def test_autocast_by_device_and_precision(
+    device, native_bf16, precision, dtype, monkeypatch
+) -> None:
     from types import SimpleNamespace
 
-    from vipet.train.trainer import _autocast
+    import vipet.model.vipet as vipet_model
+    from vipet.train.trainer import _autocast, run_precision
 
+    monkeypatch.setattr(vipet_model, "cpu_has_native_bf16", lambda: native_bf16)
     state = SimpleNamespace(
         dist=SimpleNamespace(device=torch.device(device)),
         cfg=SimpleNamespace(precision=precision),
@@ -298,8 +303,20 @@ def test_autocast_by_device_and_precision(device, precision, dtype) -> None:
     ctx = _autocast(state)
     if dtype is None:
         assert not isinstance(ctx, torch.autocast)
+        assert run_precision(precision, torch.device(device)) == "fp32"
     else:
         assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == dtype
+        assert run_precision(precision, torch.device(device)) == precision
+
+
+def test_a_cpu_without_native_bf16_trains_in_fp32_and_says_so(
+    tok, data, tmp_path, capsys, monkeypatch
+) -> None:
+    import vipet.model.vipet as vipet_model
+
+    monkeypatch.setattr(vipet_model, "cpu_has_native_bf16", lambda: False)
+    fit(_cfg(tmp_path / "run", max_steps=1, precision="bf16"), tok, *data)
+    assert "precision bf16 is not native on this cpu" in capsys.readouterr().out
 
 
 # ---- the vision phase, then the language phase ------------------------------------------
@@ -555,9 +572,12 @@ def test_calibrate_slots_after_training(tok, data, tmp_path, capsys) -> None:
         _cfg(out, calibrate_slots=True, val_split=None)
 
 
-def test_fit_scorer_reads_the_peaks_of_the_volumes_the_memo_encoded(tok, data, tmp_path) -> None:
-    """In bf16 the language phase's memo hands each training volume's maps to the scorer's
-    examples as it encodes it; the fit after training reads those and encodes only the
+def test_fit_scorer_reads_the_peaks_of_the_volumes_the_memo_encoded(
+    tok, data, tmp_path, monkeypatch
+) -> None:
+    """With precision bf16 (computed in bf16 where the CPU runs it natively, as the
+    test-time vision then is, else in fp32 as that is) the language phase's memo hands
+    each training volume's maps to the scorer's examples as it encodes it; the fit after training reads those and encodes only the
     studies the memo did not see — the same examples as a fit that encodes them all."""
     from collections import Counter
 
@@ -584,7 +604,11 @@ def test_fit_scorer_reads_the_peaks_of_the_volumes_the_memo_encoded(tok, data, t
     _, y = PeakBook(study_lesions(ds)).examples(model, ds, ids, progress=False)
     assert record["examples"] == len(y)
     assert record["by_class"] == dict(Counter(_class_label(int(c)) for c in y).most_common())
-    # in fp32 the memo's maps are not the ones the scorer reads at test time: no book
+    # an fp32 memo on a CPU whose test-time vision runs bf16: the memo's maps are not the
+    # ones the scorer reads at test time, so no book (the fit encodes the split itself)
+    import vipet.model.vipet as vipet_model
+
+    monkeypatch.setattr(vipet_model, "cpu_has_native_bf16", lambda: True)
     fp32 = tmp_path / "fp32"
     booked.clear()
     fit(

@@ -19,6 +19,7 @@ model.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -94,12 +95,38 @@ class VisionOutput:
         )
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU runs bf16 convolutions and matmuls natively (AVX512-BF16 or AMX,
+    oneDNN's own test). Without them oneDNN emulates bf16: cpu-small's vision pass on a
+    64x96x96 volume took 71 s under bf16 autocast against 0.37 s in fp32 on an AVX2-only
+    EPYC (docs/benchmarks.md), so bf16 is used only where it is native."""
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    if probe is not None:
+        try:
+            return bool(probe())
+        except RuntimeError:  # a build without oneDNN
+            return False
+    return False
+
+
+def bf16_runs_fast(device: torch.device | str) -> bool:
+    """Whether bf16 autocast speeds up ``device`` rather than emulating bf16 on it."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return kind == "cpu" and cpu_has_native_bf16()
+
+
 def vision_autocast(device: torch.device | str = "cpu") -> torch.autocast:
-    """The precision the vision side runs in outside training: bf16 autocast, as it was
-    trained (`TrainConfig.precision`) and as the slot thresholds and the candidate
-    scorer were fitted (`vipet.evaluation.detector.candidates`), so a study's detections
-    are the same wherever they are computed."""
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    """The precision the vision side runs in outside training: bf16 autocast where the
+    device runs bf16 natively (`bf16_runs_fast`), as cpu-small is trained there
+    (`TrainConfig.precision`) and as the slot thresholds and the candidate scorer were
+    fitted (`vipet.evaluation.detector.candidates`), so a study's detections are the same
+    wherever they are computed; fp32 elsewhere (a model trained in bf16 then detects
+    from fp32 activations: the same to within bf16's rounding, in a 190th of the time)."""
+    kind = torch.device(device).type
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16_runs_fast(device))
 
 
 @dataclass

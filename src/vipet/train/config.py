@@ -196,9 +196,11 @@ class TrainConfig:
     out_dir: str = "runs/default"
     """Folder of metrics.jsonl, checkpoint/ and model/."""
     precision: str = "fp32"
-    """"fp32", "bf16" or "fp16" autocast. On CUDA both; on CPU "bf16" only (oneDNN runs
-    bf16 convolutions and matmuls natively on CPUs with AVX512-BF16 or AMX, about 1.8x
-    faster for cpu-small's encoders here; "fp16" stays fp32 on CPU)."""
+    """"fp32", "bf16" or "fp16" autocast. On CUDA both; on CPU "bf16" only, and only
+    where oneDNN runs bf16 convolutions and matmuls natively (CPUs with AVX512-BF16 or
+    AMX, about 1.8x faster for cpu-small's encoders there); elsewhere the run computes in
+    fp32 and says so (an AVX2-only CPU emulates bf16, some 190x slower than fp32 for
+    cpu-small's vision pass: benchmarks/precision.py; `trainer.run_precision`)."""
     resume: bool = False
     """Continue from ``out_dir/checkpoint`` when it exists."""
     strategy: str = "ddp"

@@ -258,6 +258,12 @@ def setup(
     raw = raw.to(d.device)
     raw.train()
     rank_print(d, trainable_summary(raw))
+    if run_precision(cfg.precision, d.device) != cfg.precision:
+        rank_print(
+            d,
+            f"precision {cfg.precision} is not native on this {d.device.type} (bf16 needs "
+            "AVX512-BF16 or AMX on a CPU, fp16 a GPU): this run computes in fp32",
+        )
     model: torch.nn.Module = raw
     if d.world > 1 and cfg.strategy == "fsdp":
         model = shard_model(raw, cfg, d)
@@ -336,7 +342,7 @@ def setup(
             vval_sampler = RegionCountBatchSampler(vval, cfg.vision_batch_size, shuffle=False)
             vision_val_loader = _loader(vval, vval_sampler, 0)
     scaler = torch.amp.GradScaler(
-        d.device.type, enabled=cfg.precision == "fp16" and d.device.type == "cuda"
+        d.device.type, enabled=run_precision(cfg.precision, d.device) == "fp16"
     )
     _seed_all(o.seed + d.rank)  # per-rank draws (dropout) from here on
     return State(
@@ -381,9 +387,10 @@ def shard_units(raw: ViPetModel) -> list[nn.Module]:
 def _mixed_precision(cfg: TrainConfig, device: torch.device) -> MixedPrecisionPolicy:
     """Gather and compute in bf16/fp16 on CUDA, keep the sharded weights and reduce the
     gradients in fp32; fp32 throughout on CPU (as `_autocast`)."""
-    if device.type != "cuda" or cfg.precision == "fp32":
+    precision = run_precision(cfg.precision, device)
+    if device.type != "cuda" or precision == "fp32":
         return MixedPrecisionPolicy()
-    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
 
 
@@ -405,13 +412,27 @@ def _is_sharded(state: State) -> bool:
 # ---- steps --------------------------------------------------------------------------
 
 
+def run_precision(precision: str, device: torch.device) -> str:
+    """The precision a run of ``TrainConfig.precision`` computes in on ``device``: fp16
+    only on CUDA, and bf16 only where the device runs it natively (`bf16_runs_fast`; an
+    AVX2-only CPU emulates it, some 190x slower than fp32 for cpu-small's vision pass);
+    else fp32."""
+    from vipet.model.vipet import bf16_runs_fast
+
+    if precision == "fp16" and device.type != "cuda":
+        return "fp32"
+    if precision == "bf16" and not bf16_runs_fast(device):
+        return "fp32"
+    return precision
+
+
 def _autocast(state: State) -> contextlib.AbstractContextManager:
-    dev = state.dist.device.type
-    precision = state.cfg.precision
-    if precision == "fp32" or (dev != "cuda" and precision != "bf16"):
+    dev = state.dist.device
+    precision = run_precision(state.cfg.precision, dev)
+    if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(dev, dtype=dtype)
+    return torch.autocast(dev.type, dtype=dtype)
 
 
 def compute_losses(
@@ -899,10 +920,14 @@ def _detector_fitted(state: State) -> bool:
 def _peak_book(state: State) -> Any:
     """A `PeakBook` for the scorer fitted after training (``fit_scorer``), filled by the
     memo as it encodes the training volumes — when the memo's precision is the one the
-    scorer reads peaks in at test time (`vision_autocast`: bf16), else None (the fit then
-    encodes the split itself)."""
+    scorer reads peaks in at test time (`vision_autocast`: bf16 where the CPU runs it
+    natively, else fp32), else None (the fit then encodes the split itself)."""
+    from vipet.model.vipet import bf16_runs_fast
+
     cfg = state.cfg
-    if not (cfg.fit_scorer and cfg.calibrate_slots and cfg.precision == "bf16"):
+    memo = run_precision(cfg.precision, state.dist.device)
+    test_time = "bf16" if bf16_runs_fast("cpu") else "fp32"
+    if not (cfg.fit_scorer and cfg.calibrate_slots and memo == test_time):
         return None
     if cfg.question_slots == "head":  # fitted before the memo: nothing to collect
         return None
