@@ -27,7 +27,7 @@ import torch
 
 from vipet.data.tokenizer import synthetic_corpus, train_tokenizer
 from vipet.model.presets import build_model
-from vipet.model.vipet import cpu_has_native_bf16, vision_autocast
+from vipet.model.vipet import bf16_runs_fast, cpu_has_native_bf16
 from vipet.train.trainer import run_precision
 
 
@@ -67,7 +67,7 @@ def main() -> None:
         "volume": list(shape[2:]),
         "vision_seconds": {k: round(v, 3) for k, v in seconds.items()},
         "bf16_over_fp32": round(seconds["bf16"] / seconds["fp32"], 2),
-        "vision_autocast": "bf16" if vision_autocast("cpu")._enabled else "fp32",
+        "vision_autocast": "bf16" if bf16_runs_fast("cpu") else "fp32",
         "training_with_precision_bf16": run_precision("bf16", torch.device("cpu")),
     }
     print(

@@ -577,8 +577,9 @@ def test_fit_scorer_reads_the_peaks_of_the_volumes_the_memo_encoded(
 ) -> None:
     """With precision bf16 (computed in bf16 where the CPU runs it natively, as the
     test-time vision then is, else in fp32 as that is) the language phase's memo hands
-    each training volume's maps to the scorer's examples as it encodes it; the fit after training reads those and encodes only the
-    studies the memo did not see — the same examples as a fit that encodes them all."""
+    each training volume's maps to the scorer's examples as it encodes it; the fit after
+    training reads those and encodes only the studies the memo did not see — the same
+    examples as a fit that encodes them all."""
     from collections import Counter
 
     from vipet.evaluation.detector import load_split

@@ -66,7 +66,7 @@ from vipet.model.diag_head import (
     lesion_centres,
     region_logits,
 )
-from vipet.model.vipet import VISION_PARTS, ViPetModel
+from vipet.model.vipet import VISION_PARTS, ViPetModel, bf16_runs_fast
 from vipet.train.build import build_for_training, trainable_summary
 from vipet.train.config import TrainConfig
 from vipet.train.curves import plot_curves
@@ -417,8 +417,6 @@ def run_precision(precision: str, device: torch.device) -> str:
     only on CUDA, and bf16 only where the device runs it natively (`bf16_runs_fast`; an
     AVX2-only CPU emulates it, some 190x slower than fp32 for cpu-small's vision pass);
     else fp32."""
-    from vipet.model.vipet import bf16_runs_fast
-
     if precision == "fp16" and device.type != "cuda":
         return "fp32"
     if precision == "bf16" and not bf16_runs_fast(device):
@@ -922,8 +920,6 @@ def _peak_book(state: State) -> Any:
     memo as it encodes the training volumes — when the memo's precision is the one the
     scorer reads peaks in at test time (`vision_autocast`: bf16 where the CPU runs it
     natively, else fp32), else None (the fit then encodes the split itself)."""
-    from vipet.model.vipet import bf16_runs_fast
-
     cfg = state.cfg
     memo = run_precision(cfg.precision, state.dist.device)
     test_time = "bf16" if bf16_runs_fast("cpu") else "fp32"
