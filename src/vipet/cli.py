@@ -568,20 +568,34 @@ def calibrate(
             "detections (saves the model).",
         ),
     ] = False,
+    fit_evidence: Annotated[
+        bool,
+        typer.Option(
+            "--fit-evidence",
+            help="After the yes/no head, weigh it against the detector's candidates for "
+            "what each closed question asks, on --split (saves the model).",
+        ),
+    ] = False,
 ) -> None:
     """Tune the finding slots' threshold per lesion class (type x avidity) on the
     validation split, and store them in the model's config.json (no weight changes);
     with --fit-scorer, fit the second look at every heatmap peak first; with
     --fit-places, list where each lesion type lies first; with --fit-yes-no, fit the
-    yes/no head last."""
+    yes/no head last; with --fit-evidence, weigh the (fitted) head against the detector's
+    candidates on --split."""
     from vipet.inference.calibrate import calibrate_model, calibration_table
     from vipet.model.checkpoint import load_vipet
 
     if split == "test":
         raise ConfigError("calibrate on the validation (or train) split, never on test")
-    if (fit_scorer or fit_places or fit_yes_no) and not write:
+    if (fit_scorer or fit_places or fit_yes_no or fit_evidence) and not write:
         raise ConfigError(
-            "--fit-scorer, --fit-places and --fit-yes-no save the model: not with --dry-run"
+            "--fit-scorer, --fit-places, --fit-yes-no and --fit-evidence save the model: "
+            "not with --dry-run"
+        )
+    if fit_evidence and split == "train":
+        raise ConfigError(
+            "--fit-evidence weighs the detector on studies it never trained on: use --split val"
         )
     loaded = load_vipet(checkpoint)  # refuses a folder that is no model, before any cache work
     grid = loaded[0].config.ct_encoder_settings.image_size
@@ -603,6 +617,11 @@ def calibrate(
         from vipet.inference.yes_no import fit_yes_no_model, yes_no_table
 
         typer.echo(yes_no_table(fit_yes_no_model(checkpoint, data, cache, loaded=loaded)))
+    if fit_evidence:
+        from vipet.inference.yes_no import evidence_table, fit_evidence_model
+
+        fitted = fit_evidence_model(checkpoint, data, cache, split, loaded=loaded)
+        typer.echo(evidence_table(fitted, split))
     typer.echo(f"wrote {checkpoint / 'config.json'}" if write else "dry run: nothing written")
 
 

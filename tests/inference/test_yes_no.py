@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from vipet.data.tokenizer import synthetic_corpus, train_tokenizer
 from vipet.inference.predictor import Predictor, StudyContext
 from vipet.inference.yes_no import _logistic, fit_rows, yes_no_questions
+from vipet.io.volume import Grid
 from vipet.model.checkpoint import load_vipet, save_vipet
 from vipet.model.config import ViPetConfig
 from vipet.model.presets import build_model
 from vipet.model.yes_no_head import YesNoConfig, YesNoHead
+from vipet.preprocess import RegionSample
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +139,87 @@ def test_head_decision_reads_the_answer_state(tok, monkeypatch) -> None:
         head.set_rows({"en": (sign * state, 0.0)})
         model.yes_no_head = head
         assert p.ask(ctx, "Is this study normal?", "en") == word
+
+
+def test_evidence_rows_are_checked_applied_and_saved(tok, tmp_path) -> None:
+    with pytest.raises(ValueError, match="'<lang>/<kind>'"):
+        YesNoConfig(hidden=8, langs=("en",), evidence={"vi/normal": [1.0, 0.0]})
+    with pytest.raises(ValueError, match="weights and a bias"):
+        YesNoConfig(hidden=8, langs=("en",), evidence={"en/normal": [1.0]})
+    model = build_model("tiny", tok).eval()
+    hidden = model.config.text_config.hidden_size
+    rows = {"en/normal": [0.5, -2.0, 1.0, 0.25]}
+    config = YesNoConfig(hidden=hidden, langs=("en",), evidence=rows)
+    model.yes_no_head, model.config.yes_no_head = YesNoHead(config), config.to_dict()
+    save_vipet(model, tok, tmp_path / "m")
+    head = load_vipet(tmp_path / "m")[0].yes_no_head
+    assert head.config.evidence == rows
+    assert head.with_evidence(2.0, "en", "normal", (1.0, 3.0)) == pytest.approx(
+        0.5 * 2.0 - 2.0 * 1.0 + 1.0 * 3.0 + 0.25
+    )
+    assert head.with_evidence(2.0, "en", "avid", (1.0, 3.0)) is None  # no row: the head's
+    with pytest.raises(ValueError, match="2 evidence weights"):
+        head.with_evidence(2.0, "en", "normal", (1.0,))
+
+
+def _samples(model, size) -> list[RegionSample]:
+    """Random region samples on the model's grid (one per region)."""
+    rng = np.random.default_rng(0)
+    grid = Grid(tuple(size), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0), np.eye(3))
+    return [
+        RegionSample(
+            "s",
+            r,
+            rng.random(size, dtype=np.float32),
+            rng.random(size, dtype=np.float32),
+            np.zeros(size, bool),
+            grid,
+        )
+        for r in model.config.regions
+    ]
+
+
+def test_predictor_weighs_the_head_with_the_candidates_below_the_slots(tok, monkeypatch) -> None:
+    """A head with an evidence row keeps the detector's candidates when it encodes a
+    study (every peak above the floor, the slots' among them), and a closed question it
+    reads is answered from the head's log-odds and the candidates; a question it cannot
+    read, from the head alone."""
+    from vipet.inference.evidence import EVIDENCE_FLOOR
+
+    torch.manual_seed(0)
+    model = build_model("tiny", tok).eval()
+    hidden = model.config.text_config.hidden_size
+    p = Predictor(model, tok)
+    size = model.config.ct_encoder_settings.image_size
+    samples = _samples(model, size)
+    plain = p.encode_samples("s", samples)
+    assert plain.candidates is None  # no evidence row: nothing kept
+    ctx = p.encode_samples("s", samples, with_candidates=True)
+    assert ctx.candidates is not None
+    assert all(c["score"] > EVIDENCE_FLOOR for c in ctx.candidates)
+    assert {c["region"] for c in ctx.candidates} <= set(model.config.regions)
+    for r in ctx.regions:  # the slots' findings are among the candidates
+        there = [(c["location_detail"], c["score"]) for c in ctx.candidates if c["region"] == r]
+        assert all((f["location_detail"], f["score"]) in there for f in ctx.findings(r))
+    assert len(ctx.candidates) > sum(len(ctx.findings(r)) for r in ctx.regions)
+
+    yes_ids = tok.encode("Yes", add_special_tokens=False)
+    real = p.generate_ids
+    monkeypatch.setattr(p, "generate_ids", lambda m, v, n: (real(m, v, 1)[0], yes_ids))
+    # the head alone says "no"; the row ignores it and answers "yes" only when nothing
+    # above the floor is there (the strongest candidate's log-odds below -3)
+    config = YesNoConfig(
+        hidden=hidden, langs=("en",), evidence={"en/normal": [0.0, -1.0, 0.0, -3.0]}
+    )
+    head = YesNoHead(config)
+    head.set_rows({"en": (torch.zeros(hidden), -5.0)})
+    model.yes_no_head = head
+    assert p.encode_samples("s", samples).candidates is not None  # a row: kept by default
+    question = "Is this PET/CT study normal?"
+    for found, word in (([], "Yes"), ([{"score": 0.9}], "No")):
+        ctx.candidates = found
+        assert p.ask(ctx, question, "en") == word
+    ctx.candidates = []
+    assert p.ask(ctx, "Is anything odd here?", "en") == "No"  # not read: the head's
+    ctx.candidates = None
+    assert p.ask(ctx, question, "en") == "No"  # candidates not kept: the head's

@@ -703,8 +703,10 @@ def test_fit_yes_no_last_reads_the_memo_and_the_peak_book(
     from vipet.cli import main
     from vipet.errors import InputError
     from vipet.evaluation.detector import load_split
+    from vipet.evaluation.runner import split_ids
     from vipet.inference.predictor import Predictor
     from vipet.inference.yes_no import head_accuracy, memo_contexts, yes_no_questions
+    from vipet.io.vipet_dataset import ground_truth
 
     out = tmp_path / "yes_no"
     cfg = _cfg(
@@ -715,15 +717,27 @@ def test_fit_yes_no_last_reads_the_memo_and_the_peak_book(
         calibrate_slots=True,
         fit_scorer=True,
         fit_yes_no=True,
+        fit_evidence=True,
         precision="bf16",
     )
     states: list = []
     fit(cfg, tok, *data, on_step=lambda s, _: states.append(s))
-    assert "yes/no head fitted on train" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "yes/no head fitted on train" in printed and "yes/no evidence weighed on val" in printed
     record = json.loads((out / "yes_no.json").read_text())
     assert set(record) == {"en"} and record["en"]["examples"] > 0  # DataConfig langs: en
     model, tok2 = load_vipet(out / "model")
     assert model.yes_no_head is not None and model.config.yes_no_head["langs"] == ["en"]
+    # the evidence rows: one per kind of closed question val asks, kept only where they
+    # beat the head alone on held-out studies
+    weighed = json.loads((out / "yes_no_evidence.json").read_text())
+    val_ids = split_ids(data[0], "val")
+    kinds = {q["kind"] for sid in val_ids for q in ground_truth(data[0], sid)["questions_en"]}
+    assert set(weighed) == {f"en/{k}" for k in kinds & {"type_in_region", "avid", "normal"}}
+    assert set(model.yes_no_head.config.evidence) == {k for k, r in weighed.items() if r["kept"]}
+    assert all(r["kept"] == (r["cv_accuracy"] > r["head_accuracy"]) for r in weighed.values())
+    with pytest.raises(ValueError, match="needs fit_yes_no and val_split"):
+        _cfg(out, fit_evidence=True)
     assert model.candidate_scorer is not None
     contexts = memo_contexts(model, states[-1].memo, states[-1].peak_book)
     ds, ids, _ = load_split(data[0], data[1], "train", model, tok2)
@@ -751,6 +765,8 @@ def test_fit_yes_no_last_reads_the_memo_and_the_peak_book(
     args = ["calibrate", "--checkpoint", str(out / "model"), "--data", str(data[0])]
     assert main([*args, "--cache", str(data[1]), "--fit-yes-no", "--dry-run"]) == 1
     assert "not with --dry-run" in capsys.readouterr().err
+    assert main([*args, "--cache", str(data[1]), "--fit-evidence", "--split", "train"]) == 1
+    assert "never trained on" in capsys.readouterr().err
     from vipet.inference import calibrate as cal
 
     real = cal.calibrate

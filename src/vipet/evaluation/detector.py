@@ -23,7 +23,6 @@ from tqdm import tqdm
 
 from vipet.evaluation.clinical import METRICS, OTHER, clinical_scores
 from vipet.model.diag_head import AVIDITY
-from vipet.model.findings_slots import detect
 
 
 @dataclass(frozen=True)
@@ -99,20 +98,15 @@ def candidates(
     regions = list(model.config.regions)
     out: dict[str, list[Candidate]] = {}
     for e in encoded_studies(model, dataset, ids, "detect", progress):
-        det = detect(
+        det = model.detect(
             e.dense,
-            e.pet[:, 0],
             e.grid,
-            max_per_volume,
-            floor,
-            e.zones,
-            model.config.pet_scaling,
-            model.config.pet_vmax,
-            None,
             e.ct[:, 0],
-            model.region_indices() if model._needs_regions() else None,
-            model.candidate_scorer,
-            model._place_table(),
+            e.pet[:, 0],
+            e.zones,
+            model.region_indices(),
+            floor=floor,
+            limit=max_per_volume,
         )
         out[e.study] = [
             Candidate(region, float(a["score"]), {**a, "region": region})

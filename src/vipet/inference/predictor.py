@@ -24,6 +24,7 @@ from vipet.data.prompts import (
     report_prompt,
 )
 from vipet.data.tokenizer import stop_token_ids
+from vipet.inference.evidence import EVIDENCE_FLOOR, evidence, read_question
 from vipet.io.study import Study
 from vipet.model.checkpoint import load_vipet
 from vipet.model.vipet import ViPetModel, VisualFeatures, vision_autocast
@@ -44,6 +45,10 @@ class StudyContext:
     regions: list[str]
     samples: list[RegionSample]
     visual: VisualFeatures  # all regions, (1, R·L, hidden)
+    candidates: list[dict] | None = None
+    """Every finding the detector scores above `EVIDENCE_FLOOR`, in or out of the slots
+    (each with its volume's ``region`` and its ``score``): what a closed question's
+    evidence is read from (`vipet.inference.evidence`). None: not kept."""
 
     def region_visual(self, region: str) -> VisualFeatures:
         """The features of one region (its L visual tokens)."""
@@ -95,9 +100,15 @@ class Predictor:
 
     @torch.no_grad()
     def encode_samples(
-        self, study_id: str, samples: Sequence[RegionSample], with_attention: bool = False
+        self,
+        study_id: str,
+        samples: Sequence[RegionSample],
+        with_attention: bool = False,
+        with_candidates: bool | None = None,
     ) -> StudyContext:
-        """`encode` from a study's region samples already preprocessed."""
+        """`encode` from a study's region samples already preprocessed.
+        ``with_candidates``: keep the detector's candidates below the slot thresholds
+        too (`StudyContext.candidates`); None: when the yes/no head weighs them."""
         by_region = {s.region: s for s in samples}
         regions = [r for r in self.model.config.regions if r in by_region]
         # float16, as the cache stores the volumes the model was trained, calibrated and
@@ -113,7 +124,27 @@ class Predictor:
         with vision_autocast(ct.device):
             vision = self.model.vision(ct, pet, zones, regions)
         visual = self.model.visual_tokens(vision.float(), 1, with_attention)
-        return StudyContext(study_id, regions, [by_region[r] for r in regions], visual)
+        if with_candidates is None:
+            head = self.model.yes_no_head
+            with_candidates = head is not None and bool(head.config.evidence)
+        found = None
+        if with_candidates and vision.dense is not None:
+            with vision_autocast(ct.device):  # as the calibration reads its candidates
+                det = self.model.detect(
+                    vision.dense,
+                    vision.grid,
+                    ct[0],
+                    pet[0],
+                    zones[0],
+                    self.model.region_indices(1, regions),
+                    floor=EVIDENCE_FLOOR,
+                )
+            found = [
+                {**a, "region": region}
+                for region, row in zip(regions, det.attributes, strict=True)
+                for a in row
+            ]
+        return StudyContext(study_id, regions, [by_region[r] for r in regions], visual, found)
 
     def generate_ids(
         self, messages: list[dict], visual: VisualFeatures, max_new_tokens: int
@@ -169,8 +200,10 @@ class Predictor:
     ) -> str:
         """The model's answer to ``question``. When the LM answers a bare "yes" or "no"
         word of ``lang`` and the model has a fitted yes/no head for it
-        (`vipet.model.yes_no_head`), the head decides which; ``yes_no_head`` False: the
-        LM's own word stands."""
+        (`vipet.model.yes_no_head`), the head decides which — weighed with the
+        detector's candidates for what the question asks (`vipet.inference.evidence`)
+        when the head has evidence rows and ``ctx`` kept the candidates; ``yes_no_head``
+        False: the LM's own word stands."""
         messages, visual = self._question(ctx, question, lang, region, history)
         ids, new = self.generate_ids(messages, visual, max_new_tokens)
         answer = self.tokenizer.decode(new, skip_special_tokens=True).strip()
@@ -178,8 +211,15 @@ class Predictor:
         words = None if head is None else head.words(lang)
         if words is None or answer not in words:
             return answer
-        logit = head.logit(self._answer_state(ids, visual)[0], lang)  # type: ignore[union-attr]
-        return words[0] if float(logit) > 0 else words[1]
+        assert head is not None
+        logit = float(head.logit(self._answer_state(ids, visual)[0], lang))
+        if ctx.candidates is not None:
+            asked = read_question(question, lang)
+            if asked is not None:
+                values = evidence(asked, ctx.candidates, region)
+                stacked = head.with_evidence(logit, lang, asked.kind, values)
+                logit = logit if stacked is None else stacked
+        return words[0] if logit > 0 else words[1]
 
     @torch.no_grad()
     def answer_state(

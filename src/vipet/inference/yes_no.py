@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -346,5 +346,112 @@ def yes_no_table(fit: YesNoFit, split: str = "train") -> str:
         lines.append(
             f"| {lang} | {r.examples} | {r.yes} | {r.l2:g} | {r.lm_accuracy:.3f} | "
             f"{r.cv_accuracy:.3f} | {r.train_accuracy:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+@dataclass
+class EvidenceRow:
+    examples: int
+    yes: int
+    l2: float
+    head_accuracy: float
+    """The head alone on these questions (it was fitted on another split)."""
+    cv_accuracy: float
+    """Head and evidence together, on held-out studies of this split (cross-validation)."""
+    kept: bool
+    """Whether the row is used: only when it beats the head alone on held-out studies."""
+
+
+@dataclass
+class EvidenceFit:
+    rows: dict[str, EvidenceRow]  # by "<lang>/<kind>"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: asdict(r) for key, r in self.rows.items()}
+
+
+def fit_evidence_model(
+    model_dir: Path,
+    data: Path,
+    cache: Path,
+    split: str = "val",
+    loaded: tuple[Any, Any] | None = None,
+    progress: bool = True,
+    max_studies: int | None = None,
+) -> EvidenceFit:
+    """Fit the yes/no head's evidence rows (`YesNoConfig.evidence`) on ``split`` and save
+    the model with them: per language and question kind (`EVIDENCE_KINDS`), a logistic
+    regression of the reference answer on the head's log-odds and the question's
+    evidence (`vipet.inference.evidence.evidence`), each study encoded from the cache as
+    at test time with its candidates. The split must be one the detector was not
+    trained on — the validation split — or the candidates would look surer than they
+    are at test time. A row is kept only where it beats the head alone on held-out
+    studies."""
+    from vipet.evaluation.detector import load_split
+    from vipet.inference.evidence import evidence, read_question
+    from vipet.inference.predictor import Predictor
+    from vipet.model.checkpoint import load_vipet, save_vipet
+
+    model, tok = loaded or load_vipet(model_dir)
+    head = model.yes_no_head
+    if head is None:
+        raise InputError("the model has no yes/no head to weigh evidence with (fit it first)")
+    dataset, ids, _ = load_split(data, cache, split, model, tok, max_studies)
+    questions = yes_no_questions(data, ids, head.config.langs)
+    by_study: dict[str, list[YesNoQuestion]] = defaultdict(list)
+    for q in questions:
+        by_study[q.study].append(q)
+    predictor = Predictor(model, tok)
+    rows: dict[str, list[tuple[list[float], bool, str]]] = defaultdict(list)
+    for sid in tqdm(sorted(by_study), desc="yes/no evidence", disable=not progress, leave=False):
+        samples = dataset._samples(sid)
+        ctx = predictor.encode_samples(
+            sid, [samples[r] for r in model.config.regions], with_candidates=True
+        )
+        for q in by_study[sid]:
+            asked = read_question(q.question, q.lang)
+            if asked is None:
+                continue
+            h, _ = predictor.answer_state(ctx, q.question, q.lang, q.region)
+            x = [float(head.logit(h, q.lang)), *evidence(asked, ctx.candidates or [], q.region)]
+            rows[f"{q.lang}/{asked.kind}"].append((x, q.answer, sid))
+    if not rows:
+        raise InputError(f"no closed question of the {split} split could be read", data)
+    fitted: dict[str, list[float]] = {}
+    report: dict[str, EvidenceRow] = {}
+    for key in sorted(rows):
+        xs, ys, groups = zip(*rows[key], strict=True)
+        x = torch.tensor(xs, dtype=torch.float64)
+        y = torch.tensor(ys, dtype=torch.float64)
+        alone = float(((x[:, 0] > 0).double() == y).double().mean())
+        if len(set(groups)) < 2 or int(y.sum()) in (0, len(y)):
+            # nothing to hold out, or one answer only: no fit says anything
+            report[key] = EvidenceRow(
+                len(y), int(y.sum()), 0.0, round(alone, 4), round(alone, 4), False
+            )
+            continue
+        w, b, l2, cv = fit_rows(x, y, list(groups))
+        kept = cv > alone
+        if kept:
+            fitted[key] = [*(float(v) for v in w), float(b)]
+        report[key] = EvidenceRow(len(y), int(y.sum()), l2, round(alone, 4), round(cv, 4), kept)
+    head.config = replace(head.config, evidence=fitted)
+    model.config.yes_no_head = head.config.to_dict()
+    save_vipet(model, tok, model_dir)
+    return EvidenceFit(report)
+
+
+def evidence_table(fit: EvidenceFit, split: str = "val") -> str:
+    """An evidence fit's questions and accuracies per language and kind, as Markdown."""
+    lines = [
+        f"| {split}, closed questions read | examples | yes | L2 | head alone | head + "
+        "evidence, held-out studies | used |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, r in fit.rows.items():
+        lines.append(
+            f"| {key} | {r.examples} | {r.yes} | {r.l2:g} | {r.head_accuracy:.3f} | "
+            f"{r.cv_accuracy:.3f} | {'yes' if r.kept else 'no'} |"
         )
     return "\n".join(lines)

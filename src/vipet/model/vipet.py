@@ -263,22 +263,48 @@ class ViPetModel(PreTrainedModel):
         fused, grid, dense = self._encode(flat(ct), flat(pet))
         detections = None
         if dense is not None and self.findings_slots is not None:
-            detections = detect(
+            detections = self.detect(
                 dense,
-                flat(pet)[:, 0],
                 grid,
-                self.config.findings_slots,
-                self.config.slot_threshold,
-                None if zones is None else zones.reshape(b * r, 2),
-                self.config.pet_scaling,
-                self.config.pet_vmax,
-                self._class_thresholds(),
                 flat(ct)[:, 0],
-                self.region_indices(b, regions) if self._needs_regions() else None,
-                self.candidate_scorer,
-                self._place_table(),
+                flat(pet)[:, 0],
+                None if zones is None else zones.reshape(b * r, 2),
+                self.region_indices(b, regions),
             )
         return VisionOutput(fused, grid, tuple(ct.shape[2:]), dense, detections)
+
+    def detect(
+        self,
+        dense: DenseFindings,
+        grid: tuple[int, int, int],
+        ct: torch.Tensor,
+        pet: torch.Tensor,
+        zones: torch.Tensor | None,
+        regions: Sequence[int],
+        floor: float | None = None,
+        limit: int = 64,
+    ) -> Detections:
+        """`detect` on V volumes' maps as this model runs it (its scorer, places and
+        thresholds): ``ct``, ``pet`` ``(V, D, H, W)``, ``zones`` ``(V, 2)``, ``regions``
+        each volume's index in REGIONS (`region_indices`). ``floor`` None: the slots;
+        else every finding scoring above ``floor``, the strongest ``limit`` per volume
+        (the candidates the calibration and the yes/no evidence read)."""
+        slots = self.config.findings_slots if floor is None else limit
+        return detect(
+            dense,
+            pet,
+            grid,
+            slots,
+            self.config.slot_threshold if floor is None else floor,
+            zones,
+            self.config.pet_scaling,
+            self.config.pet_vmax,
+            self._class_thresholds() if floor is None else None,
+            ct,
+            regions if self._needs_regions() else None,
+            self.candidate_scorer,
+            self._place_table(),
+        )
 
     def region_indices(self, studies: int = 1, regions: Sequence[str] | None = None) -> list[int]:
         """Each volume's index in REGIONS when ``studies`` studies of ``regions``

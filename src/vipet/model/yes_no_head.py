@@ -14,12 +14,18 @@ the training split's bare yes/no answers with the saved model's own detections
 (`vipet.inference.yes_no`). When the LM's answer is a bare "yes" or "no" word of the
 question's language, the head decides which (`vipet.inference.predictor.Predictor.ask`);
 every other answer is the LM's. The LM is not touched.
+
+The LM's state cannot hold what the slots left out: a candidate just below its class's
+threshold. Where the question says what it asks about (`vipet.inference.evidence`), a
+second, tiny regression per language and question kind — ``evidence`` — weighs the
+head's log-odds against the detector's strongest candidates for that type and place,
+fitted on the validation split (`vipet.inference.yes_no.fit_evidence_model`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -34,6 +40,11 @@ class YesNoConfig(DictConfig):
     """The language model's hidden size (the head reads its last hidden state)."""
     langs: tuple[str, ...] = ("vi", "en")
     """Answer languages with a fitted row; their yes/no words are `YES_NO`'s."""
+    evidence: dict[str, list[float]] = field(default_factory=dict)
+    """Per ``"<lang>/<kind>"`` (`vipet.inference.evidence.EVIDENCE_KINDS`): the weights
+    of the head's log-odds and of the question's evidence values, then the bias — the
+    log-odds of "yes" for that kind of question. A kind without an entry: the head
+    alone."""
 
     def __post_init__(self) -> None:
         check_positive(hidden=self.hidden)
@@ -42,6 +53,14 @@ class YesNoConfig(DictConfig):
             raise ValueError(
                 f"yes/no head languages must be among {list(YES_NO)}, got {self.langs}"
             )
+        for key, row in self.evidence.items():
+            lang = key.split("/", 1)[0]
+            if lang not in self.langs or "/" not in key:
+                raise ValueError(
+                    f"yes/no evidence key {key!r} must be '<lang>/<kind>' with lang in {self.langs}"
+                )
+            if len(row) < 2:
+                raise ValueError(f"yes/no evidence row {key!r} needs weights and a bias, got {row}")
 
 
 class YesNoHead(nn.Module):
@@ -62,6 +81,23 @@ class YesNoHead(nn.Module):
         """Log-odds of "yes" for last hidden states ``(..., hidden)`` of ``lang``."""
         i = self.config.langs.index(lang)
         return hidden.float() @ self.weight[i].float() + self.bias[i].float()
+
+    def with_evidence(
+        self, logit: float, lang: str, kind: str, values: Sequence[float]
+    ) -> float | None:
+        """The log-odds of "yes" from the head's ``logit`` and a question's evidence
+        ``values`` (`vipet.inference.evidence.evidence`), for a question of ``kind`` in
+        ``lang``; None when no row was fitted for it."""
+        row = self.config.evidence.get(f"{lang}/{kind}")
+        if row is None:
+            return None
+        if len(row) != len(values) + 2:
+            raise ValueError(
+                f"yes/no evidence row {lang}/{kind} has {len(row) - 2} evidence weights, "
+                f"got {len(values)} values"
+            )
+        x = (logit, *values)
+        return float(sum(w * v for w, v in zip(row[:-1], x, strict=True)) + row[-1])
 
     def set_rows(self, rows: Mapping[str, tuple[torch.Tensor, float]]) -> None:
         """Each language's fitted ``(w, b)``."""

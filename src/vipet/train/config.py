@@ -184,6 +184,14 @@ class TrainConfig:
     give the training studies without encoding them again. Why: taught on perfect slots,
     the LM answers as its slots say, and the head's slots miss most small lesions seen on
     CT only (docs/training.md, run 27)."""
+    fit_evidence: bool = False
+    """After the yes/no head, weigh it against the detector's candidates for what each
+    closed question asks — the strongest of the named type in the named place, slots or
+    not — on ``val_split``, which the detector never trained on
+    (`vipet.inference.evidence`, `vipet.inference.yes_no.fit_evidence_model`; the same
+    as ``vipet calibrate --fit-evidence`` afterwards). Needs ``fit_yes_no``. Why: the
+    slots show only what passed its threshold, so neither the LM nor the head sees a
+    faint lesion just below it (docs/training.md, run 39)."""
     eval_every: int = 0
     """Evaluate every this many optimizer steps (0: never)."""
     eval_batches: int = 0
@@ -263,6 +271,13 @@ class TrainConfig:
             )
         if not isinstance(self.fit_yes_no, bool):
             raise ValueError(f"fit_yes_no must be true or false, got {self.fit_yes_no!r}")
+        if not isinstance(self.fit_evidence, bool):
+            raise ValueError(f"fit_evidence must be true or false, got {self.fit_evidence!r}")
+        if self.fit_evidence and not (self.fit_yes_no and self.val_split is not None):
+            raise ValueError(
+                "fit_evidence weighs the yes/no head on the validation split: it needs "
+                "fit_yes_no and val_split"
+            )
         if self.fit_scorer and not self.calibrate_slots:
             raise ValueError(
                 "fit_scorer needs calibrate_slots: the thresholds are tuned on its scores"

@@ -1084,14 +1084,16 @@ def _fit(cfg, tokenizer, data_root, cache_dir, on_step, until, d: Dist) -> dict[
         ):
             loaded = _calibrate(cfg, model_dir, data_root, cache_dir, d, state.peak_book)
         if cfg.fit_yes_no:
-            _fit_yes_no(state, model_dir, data_root, cache_dir, loaded)
+            loaded = _fit_yes_no(state, model_dir, data_root, cache_dir, loaded)
+            if cfg.fit_evidence:
+                _fit_evidence(cfg, model_dir, data_root, cache_dir, d, loaded)
     _barrier(d)
     return {"step": state.step, "train": log, "val": val_log, "model": model_dir}
 
 
 def _fit_yes_no(
     state: State, model_dir: Path, data_root, cache_dir, loaded: tuple[Any, Any] | None
-) -> None:
+) -> tuple[Any, Any]:
     """The yes/no head of the saved model (its scorer and thresholds fitted; ``loaded``:
     it and its tokenizer when the calibration holds them), on the training split; the
     studies from the memo and the scorer's peak book where they hold them
@@ -1124,6 +1126,28 @@ def _fit_yes_no(
     rank_print(
         state.dist,
         f"yes/no head fitted on {cfg.train_split}:\n{yes_no_table(fit, cfg.train_split)}",
+    )
+    return loaded
+
+
+def _fit_evidence(
+    cfg: TrainConfig, model_dir: Path, data_root, cache_dir, d: Any, loaded: tuple[Any, Any]
+) -> None:
+    """The yes/no head's evidence rows of the saved model (``loaded``: it and its
+    tokenizer, the head fitted), on the validation split; the fit in
+    ``out_dir/yes_no_evidence.json``."""
+    from vipet.inference.yes_no import evidence_table, fit_evidence_model
+
+    assert cfg.val_split is not None
+    fit = fit_evidence_model(
+        model_dir, Path(data_root), Path(cache_dir), cfg.val_split, loaded=loaded
+    )
+    atomic_write_bytes(
+        Path(cfg.out_dir) / "yes_no_evidence.json",
+        (json.dumps(fit.to_dict(), indent=2) + "\n").encode(),
+    )
+    rank_print(
+        d, f"yes/no evidence weighed on {cfg.val_split}:\n{evidence_table(fit, cfg.val_split)}"
     )
 
 
