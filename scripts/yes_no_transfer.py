@@ -3,9 +3,10 @@
 The head (`vipet.model.yes_no_head`) is fitted on the training split, whose slots come
 from a detector trained on those very studies. This prints, per split and language, the
 accuracy of the head and of the LM's own word on the split's bare yes/no questions, each
-study encoded from the cache as `vipet evaluate` encodes it (`head_accuracy`). A head
-that scores far lower on val/test than on train learnt slots better than the unseen
-studies get.
+study encoded from the cache as `vipet evaluate` encodes it (`head_accuracy`), and, when
+the head has evidence rows (`fit_evidence`), of the head weighed with the detector's
+candidates. A head that scores far lower on val/test than on train learnt slots better
+than the unseen studies get (evidence rows are fitted on val: judge them on test).
 
     .venv/bin/python scripts/yes_no_transfer.py runs/cpu-small/model --data /tmp/ph600 \
         --cache /tmp/cache64 [--splits train,val,test] [--max-studies 60]
@@ -24,14 +25,16 @@ from vipet.errors import ViPetError
 def table(scores: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
     """``{split: {lang: head_accuracy row}}`` as Markdown."""
     lines = [
-        "| split | lang | studies | questions | yes | LM's own word | yes/no head |",
-        "|---|---|---|---|---|---|---|",
+        "| split | lang | studies | questions | yes | LM's own word | yes/no head | head + "
+        "evidence |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for split, by_lang in scores.items():
         for lang, r in by_lang.items():
+            weighed = f"{r['evidence']:.3f}" if "evidence" in r else "–"
             lines.append(
                 f"| {split} | {lang} | {r['studies']} | {r['questions']} | {r['yes']} | "
-                f"{r['lm']:.3f} | {r['head']:.3f} |"
+                f"{r['lm']:.3f} | {r['head']:.3f} | {weighed} |"
             )
     return "\n".join(lines)
 

@@ -223,3 +223,32 @@ def test_predictor_weighs_the_head_with_the_candidates_below_the_slots(tok, monk
     assert p.ask(ctx, "Is anything odd here?", "en") == "No"  # not read: the head's
     ctx.candidates = None
     assert p.ask(ctx, question, "en") == "No"  # candidates not kept: the head's
+
+
+def test_states_carry_each_questions_evidence_when_the_study_kept_candidates(tok) -> None:
+    from vipet.inference.evidence import evidence, read_question
+    from vipet.inference.yes_no import YesNoQuestion, read_states
+
+    torch.manual_seed(0)
+    model = build_model("tiny", tok).eval()
+    p = Predictor(model, tok)
+    ctx = p.encode_samples("s", _samples(model, model.config.ct_encoder_settings.image_size))
+    found = [
+        {"type": "lymph_node", "location_detail": "axillary", "location": "axilla",
+         "laterality": "right", "fdg_avid": True, "score": 0.6, "region": "chest"},
+    ]  # fmt: skip
+    normal, typed, other = (
+        "Is this PET/CT study normal?",
+        "Is there a lymph node in the chest?",
+        "?",
+    )
+    qs = [YesNoQuestion("s", "en", q, None, False) for q in (normal, typed, other)]
+    assert read_states(p, qs, lambda sid: ctx, progress=False).evidence["en"] == [None] * 3
+    ctx.candidates = found
+    read = read_states(p, qs, lambda sid: ctx, progress=False)
+    assert read.evidence["en"] == [
+        ("normal", evidence(read_question(normal, "en"), found)),
+        ("type_in_region", evidence(read_question(typed, "en"), found)),
+        None,
+    ]
+    assert read.evidence["en"][1][1][0] == pytest.approx(np.log(0.6 / 0.4))

@@ -12,11 +12,12 @@ def yt(load_script):
 
 def test_table_has_a_row_per_split_and_language(yt) -> None:
     row = {"studies": 3, "questions": 10, "yes": 4, "lm": 0.7, "head": 0.8}
-    text = yt.table({"train": {"vi": row, "en": row}, "test": {"vi": row}})
+    weighed = {**row, "evidence": 0.9}
+    text = yt.table({"train": {"vi": row, "en": row}, "test": {"vi": weighed}})
     lines = text.splitlines()
     assert len(lines) == 2 + 3
-    assert lines[2] == "| train | vi | 3 | 10 | 4 | 0.700 | 0.800 |"
-    assert lines[4].startswith("| test | vi |")
+    assert lines[2] == "| train | vi | 3 | 10 | 4 | 0.700 | 0.800 | – |"
+    assert lines[4] == "| test | vi | 3 | 10 | 4 | 0.700 | 0.800 | 0.900 |"
 
 
 def test_bad_model_is_one_line(yt, tmp_path, capsys) -> None:

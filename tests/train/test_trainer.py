@@ -772,8 +772,10 @@ def test_fit_yes_no_last_reads_the_memo_and_the_peak_book(
     real = cal.calibrate
     moved = {"lymph_node/avid": 0.2}  # a class that moves, whatever the tiny model finds
     monkeypatch.setattr(cal, "calibrate", lambda *a, **k: replace(real(*a, **k), thresholds=moved))
-    assert main([*args, "--cache", str(data[1]), "--fit-scorer", "--fit-yes-no"]) == 0
-    assert "bare yes/no answers" in capsys.readouterr().out
+    fits = ["--fit-scorer", "--fit-yes-no", "--fit-evidence"]
+    assert main([*args, "--cache", str(data[1]), *fits]) == 0
+    printed = capsys.readouterr().out
+    assert "bare yes/no answers" in printed and "val, closed questions read" in printed
     again, _ = load_vipet(out / "model")
     assert again.config.slot_thresholds == moved and again.yes_no_head is not None
     with pytest.raises(ValueError, match="fit_yes_no must be true or false"):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from vipet.errors import InputError
+from vipet.inference.evidence import evidence, read_question
 from vipet.reports.questions import YES_NO
 
 L2_GRID: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
@@ -188,6 +189,11 @@ class QuestionStates:
     lm_yes: dict[str, list[bool]]
     answers: dict[str, list[bool]]
     groups: dict[str, list[str]]
+    evidence: dict[str, list[tuple[str, tuple[float, ...]] | None]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    """Each question's kind and evidence values (`vipet.inference.evidence`) where its
+    study kept its candidates and the question could be read; else None."""
 
 
 def _encode_cached(predictor: Any, dataset: Any, sid: str) -> Any:
@@ -225,6 +231,12 @@ def read_states(
             out.lm_yes[q.lang].append(bool(logits[yes_id] > logits[no_id]))
             out.answers[q.lang].append(q.answer)
             out.groups[q.lang].append(sid)
+            asked = None if ctx.candidates is None else read_question(q.question, q.lang)
+            out.evidence[q.lang].append(
+                None
+                if asked is None
+                else (asked.kind, evidence(asked, ctx.candidates or [], q.region))
+            )
     return out
 
 
@@ -239,8 +251,10 @@ def head_accuracy(
 ) -> dict[str, dict[str, float]]:
     """How the saved model's yes/no head and its LM's own word score on ``split``'s bare
     yes/no questions, each study encoded from the cache as at test time: per language,
-    ``{"studies", "questions", "yes", "lm", "head"}`` (accuracies). Does the head fitted
-    on the training split carry over to studies the detector never saw?"""
+    ``{"studies", "questions", "yes", "lm", "head"}`` (accuracies), and ``"evidence"``
+    — the head weighed with the detector's candidates as `Predictor.ask` weighs it —
+    when it has evidence rows. Does the head fitted on the training split carry over to
+    studies the detector never saw?"""
     from vipet.evaluation.detector import load_split
     from vipet.inference.predictor import Predictor
 
@@ -258,14 +272,21 @@ def head_accuracy(
     out = {}
     for lang, states in read.states.items():
         y = torch.tensor(read.answers[lang])
-        said = head.logit(torch.stack(states), lang) > 0
+        logits = head.logit(torch.stack(states), lang)
         out[lang] = {
             "studies": len(set(read.groups[lang])),
             "questions": len(y),
             "yes": int(y.sum()),
             "lm": float((torch.tensor(read.lm_yes[lang]) == y).double().mean()),
-            "head": float((said == y).double().mean()),
+            "head": float(((logits > 0) == y).double().mean()),
         }
+        if head.config.evidence:
+            weighed = []
+            for logit, found in zip(logits.tolist(), read.evidence[lang], strict=True):
+                stacked = None if found is None else head.with_evidence(logit, lang, *found)
+                weighed.append(logit if stacked is None else stacked)
+            said = torch.tensor(weighed) > 0
+            out[lang]["evidence"] = float((said == y).double().mean())
     return out
 
 
@@ -389,7 +410,6 @@ def fit_evidence_model(
     are at test time. A row is kept only where it beats the head alone on held-out
     studies."""
     from vipet.evaluation.detector import load_split
-    from vipet.inference.evidence import evidence, read_question
     from vipet.inference.predictor import Predictor
     from vipet.model.checkpoint import load_vipet, save_vipet
 
