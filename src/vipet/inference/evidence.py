@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from vipet.reports.extract import extract_findings
 from vipet.reports.questions import _TEMPLATES, Scope, type_questions
 from vipet.reports.schema import Lesion
 from vipet.reports.vocab import nfc
@@ -76,8 +77,6 @@ def _patterns(lang: str, kind: str) -> tuple[re.Pattern[str], ...]:
 def read_question(question: str, lang: str) -> ClosedQuestion | None:
     """What ``question`` (in ``lang``) asks, when it is a closed question the templates
     write; None otherwise (the head alone answers it)."""
-    from vipet.reports.extract import extract_findings
-
     if lang not in _TEMPLATES:
         return None
     text = " ".join(nfc(question).split())

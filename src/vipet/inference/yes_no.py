@@ -196,12 +196,16 @@ class QuestionStates:
     study kept its candidates and the question could be read; else None."""
 
 
-def _encode_cached(predictor: Any, dataset: Any, sid: str) -> Any:
+def _encode_cached(
+    predictor: Any, dataset: Any, sid: str, with_candidates: bool | None = None
+) -> Any:
     """Study ``sid`` of a split's `ViPetDataset` (its cached region samples) encoded as
     at test time (`Predictor.encode_samples`)."""
     samples = dataset._samples(sid)
     regions = predictor.model.config.regions
-    return predictor.encode_samples(sid, [samples[r] for r in regions])
+    return predictor.encode_samples(
+        sid, [samples[r] for r in regions], with_candidates=with_candidates
+    )
 
 
 def read_states(
@@ -425,10 +429,7 @@ def fit_evidence_model(
     predictor = Predictor(model, tok)
     rows: dict[str, list[tuple[list[float], bool, str]]] = defaultdict(list)
     for sid in tqdm(sorted(by_study), desc="yes/no evidence", disable=not progress, leave=False):
-        samples = dataset._samples(sid)
-        ctx = predictor.encode_samples(
-            sid, [samples[r] for r in model.config.regions], with_candidates=True
-        )
+        ctx = _encode_cached(predictor, dataset, sid, with_candidates=True)
         for q in by_study[sid]:
             asked = read_question(q.question, q.lang)
             if asked is None:

@@ -28,7 +28,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from vipet.model.attention_map import attention_maps, attention_token_maps
-from vipet.model.candidate_scorer import CandidateScorer
+from vipet.model.candidate_scorer import MAX_CANDIDATES, CandidateScorer
 from vipet.model.config import ViPetConfig
 from vipet.model.diag_head import DenseFindings, FindingsHead, region_logits
 from vipet.model.encoder3d import ViT3D
@@ -282,7 +282,7 @@ class ViPetModel(PreTrainedModel):
         zones: torch.Tensor | None,
         regions: Sequence[int],
         floor: float | None = None,
-        limit: int = 64,
+        limit: int = MAX_CANDIDATES,
     ) -> Detections:
         """`detect` on V volumes' maps as this model runs it (its scorer, places and
         thresholds): ``ct``, ``pet`` ``(V, D, H, W)``, ``zones`` ``(V, 2)``, ``regions``
