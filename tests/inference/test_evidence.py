@@ -100,7 +100,7 @@ def test_avid_and_normal_evidence() -> None:
         _cand("lymph_node", "cervical", "left", 0.95, avid=True, region="chest"),  # overlap
         _cand("nodule", "cervical", "left", 0.9, avid=False),  # another type
     ]
-    asked = ClosedQuestion("avid", "lymph_node", location="neck", laterality="left")
+    asked = ClosedQuestion("avid", "lymph_node", location="neck")
     assert evidence(asked, found, "head_neck") == pytest.approx((_odds(0.7), _odds(0.4)))
     assert evidence(asked, found)[0] == pytest.approx(_odds(0.95))  # any region
     assert evidence(ClosedQuestion("normal"), found) == pytest.approx((_odds(0.95), _odds(0.9)))

@@ -3,9 +3,9 @@
 The yes/no head (`vipet.model.yes_no_head`) reads the LM's state, and the LM sees only
 the findings in its slots: the peaks that passed their class's threshold. A peak just
 below it — a faint node the scorer gave 0.3 where the bar is 0.4 — is invisible to
-both, yet it is evidence: on the phantom's val split a "Có hạch ở trung thất không?"
-whose strongest mediastinal node candidate scores 0.3 is "Có" far more often than one
-with no candidate at all. This module reads a closed question back to what it asks
+both, yet it is evidence (how much, per kind of question: `vipet calibrate
+--fit-evidence` prints the held-out gain on val; docs/training.md, runs 39 and 40). This
+module reads a closed question back to what it asks
 (`read_question`: its kind, and the type and place it names) and measures the detector's
 candidates — every peak above `EVIDENCE_FLOOR`, kept in `StudyContext.candidates` —
 against it (`evidence`). `vipet.inference.yes_no.fit_evidence_model` weighs that against
@@ -33,8 +33,8 @@ from vipet.reports.schema import Lesion
 from vipet.reports.vocab import nfc
 
 EVIDENCE_FLOOR: float = 0.02
-"""Candidates scoring above this are kept as evidence (a threshold is rarely below 0.1;
-lower peaks are noise the scorer has seen through)."""
+"""Candidates scoring above this are kept as evidence: well below the lowest slot
+threshold the calibration tries (`vipet.inference.calibrate.GRID`, 0.1)."""
 EVIDENCE_KINDS: tuple[str, ...] = ("type_in_region", "avid", "normal")
 """The closed-question kinds `read_question` reads (`reports.questions.QUESTION_KINDS`)."""
 FEATURES: int = 2
@@ -50,7 +50,6 @@ class ClosedQuestion:
     lesion_type: str | None = None
     scope: Scope | None = None
     location: str | None = None  # LOCATION_CLASSES: where the named lesion lies
-    laterality: str | None = None
 
 
 def _key(text: str) -> str:
@@ -95,9 +94,7 @@ def read_question(question: str, lang: str) -> ClosedQuestion | None:
         found = extract_findings(m.group("x"), lang)
         if found:
             f = found[0]
-            return ClosedQuestion(
-                "avid", lesion_type=f.type, location=f.location, laterality=f.laterality
-            )
+            return ClosedQuestion("avid", lesion_type=f.type, location=f.location)
     return None
 
 
@@ -154,3 +151,12 @@ def evidence(
         scores = [c["score"] for c in candidates]
         return _log_odds(_best(scores)), _log_odds(_best(scores, 1))
     raise ValueError(f"no evidence for questions of kind {question.kind!r}")
+
+
+def question_evidence(
+    question: str, lang: str, candidates: Sequence[Mapping[str, Any]], region: str | None = None
+) -> tuple[str, tuple[float, ...]] | None:
+    """``(kind, evidence values)`` of ``question`` against a study's ``candidates`` —
+    what `YesNoHead.with_evidence` weighs — or None when the question is not read."""
+    asked = read_question(question, lang)
+    return None if asked is None else (asked.kind, evidence(asked, candidates, region))

@@ -24,7 +24,7 @@ from vipet.data.prompts import (
     report_prompt,
 )
 from vipet.data.tokenizer import stop_token_ids
-from vipet.inference.evidence import EVIDENCE_FLOOR, evidence, read_question
+from vipet.inference.evidence import EVIDENCE_FLOOR, question_evidence
 from vipet.io.study import Study
 from vipet.model.checkpoint import load_vipet
 from vipet.model.vipet import ViPetModel, VisualFeatures, vision_autocast
@@ -213,12 +213,12 @@ class Predictor:
             return answer
         assert head is not None
         logit = float(head.logit(self._answer_state(ids, visual)[0], lang))
+        found = None
         if ctx.candidates is not None:
-            asked = read_question(question, lang)
-            if asked is not None:
-                values = evidence(asked, ctx.candidates, region)
-                stacked = head.with_evidence(logit, lang, asked.kind, values)
-                logit = logit if stacked is None else stacked
+            found = question_evidence(question, lang, ctx.candidates, region)
+        if found is not None:
+            stacked = head.with_evidence(logit, lang, *found)
+            logit = logit if stacked is None else stacked
         return words[0] if logit > 0 else words[1]
 
     @torch.no_grad()

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from vipet.errors import InputError
-from vipet.inference.evidence import evidence, read_question
+from vipet.inference.evidence import question_evidence
 from vipet.reports.questions import YES_NO
 
 L2_GRID: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
@@ -235,11 +235,10 @@ def read_states(
             out.lm_yes[q.lang].append(bool(logits[yes_id] > logits[no_id]))
             out.answers[q.lang].append(q.answer)
             out.groups[q.lang].append(sid)
-            asked = None if ctx.candidates is None else read_question(q.question, q.lang)
             out.evidence[q.lang].append(
                 None
-                if asked is None
-                else (asked.kind, evidence(asked, ctx.candidates or [], q.region))
+                if ctx.candidates is None
+                else question_evidence(q.question, q.lang, ctx.candidates, q.region)
             )
     return out
 
@@ -431,12 +430,14 @@ def fit_evidence_model(
     for sid in tqdm(sorted(by_study), desc="yes/no evidence", disable=not progress, leave=False):
         ctx = _encode_cached(predictor, dataset, sid, with_candidates=True)
         for q in by_study[sid]:
-            asked = read_question(q.question, q.lang)
-            if asked is None:
+            found = question_evidence(q.question, q.lang, ctx.candidates or [], q.region)
+            if found is None:
                 continue
+            kind, values = found
             h, _ = predictor.answer_state(ctx, q.question, q.lang, q.region)
-            x = [float(head.logit(h, q.lang)), *evidence(asked, ctx.candidates or [], q.region)]
-            rows[f"{q.lang}/{asked.kind}"].append((x, q.answer, sid))
+            rows[f"{q.lang}/{kind}"].append(
+                ([float(head.logit(h, q.lang)), *values], q.answer, sid)
+            )
     if not rows:
         raise InputError(f"no closed question of the {split} split could be read", data)
     fitted: dict[str, list[float]] = {}
